@@ -1,0 +1,122 @@
+"""Tokenizers: character-level (the right choice for Chinese) and WordPiece.
+
+Both share the special tokens below, at the same ids, so the MLM code never special-cases a
+tokenizer. Each saves itself into the workdir, so evaluation uses exactly the training vocabulary.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+
+from utils.errors import ConfigError
+from utils.files import atomic_write_text
+
+SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+PAD, UNK, CLS, SEP, MASK = range(len(SPECIALS))
+NUM_SPECIAL = len(SPECIALS)
+
+
+class CharTokenizer:
+  """One token per Unicode character; vocabulary built from the training split."""
+  kind = "char"
+
+  def __init__(self, vocab: list[str]):
+    if tuple(vocab[:NUM_SPECIAL]) != SPECIALS:
+      raise ConfigError(f"vocabulary must start with the special tokens {SPECIALS}")
+    self.vocab = list(vocab)
+    self.index = {t: i for i, t in enumerate(self.vocab)}
+
+  @classmethod
+  def train(cls, docs, min_count: int = 1, max_size: int = 0):
+    counts = collections.Counter()
+    for d in docs:
+      counts.update(d)
+    # frequency order, ties by code point: deterministic
+    chars = sorted((c for c, n in counts.items() if n >= min_count), key=lambda c: (-counts[c], c))
+    if max_size:
+      chars = chars[:max(0, max_size - NUM_SPECIAL)]
+    return cls(list(SPECIALS) + chars)
+
+  @property
+  def vocab_size(self) -> int:
+    return len(self.vocab)
+
+  def encode(self, text: str) -> list[int]:
+    get = self.index.get
+    return [get(c, UNK) for c in text]
+
+  def decode(self, ids) -> str:
+    return "".join(self.vocab[i] for i in ids if i >= NUM_SPECIAL or i == UNK)
+
+  def save(self, workdir: str) -> None:
+    atomic_write_text(os.path.join(workdir, "vocab.txt"),
+                  "".join(json.dumps(t, ensure_ascii=False) + "\n" for t in self.vocab))
+
+  @classmethod
+  def load(cls, workdir: str):
+    with open(os.path.join(workdir, "vocab.txt"), encoding="utf-8") as f:
+      return cls([json.loads(line) for line in f])  # JSON per line: '\n' and ' ' survive
+
+
+class WordPieceTokenizer:
+  """BERT WordPiece via the `tokenizers` library: trained on the training split or from vocab.txt."""
+  kind = "wordpiece"
+
+  def __init__(self, tok):
+    self.tok = tok
+    for i, s in enumerate(SPECIALS):
+      if tok.token_to_id(s) != i:
+        raise ConfigError(f"WordPiece vocabulary must put {s} at id {i}")
+
+  @classmethod
+  def train(cls, docs, vocab_size: int = 8000, vocab_file: str = "", lowercase: bool = True):
+    from tokenizers import BertWordPieceTokenizer
+    if vocab_file:
+      words = open(vocab_file, encoding="utf-8").read().splitlines()
+      vocab = list(SPECIALS) + [w for w in words if w not in SPECIALS]
+      return cls(BertWordPieceTokenizer({w: i for i, w in enumerate(vocab)}, lowercase=lowercase))
+    tok = BertWordPieceTokenizer(lowercase=lowercase)
+    tok.train_from_iterator(docs, vocab_size=vocab_size, special_tokens=list(SPECIALS),
+                            show_progress=False)
+    return cls(tok)
+
+  @property
+  def vocab_size(self) -> int:
+    return self.tok.get_vocab_size()
+
+  def encode(self, text: str) -> list[int]:
+    return self.tok.encode(text, add_special_tokens=False).ids
+
+  def decode(self, ids) -> str:
+    return self.tok.decode(list(ids))
+
+  def save(self, workdir: str) -> None:
+    atomic_write_text(os.path.join(workdir, "tokenizer.json"), self.tok._tokenizer.to_str())
+
+  @classmethod
+  def load(cls, workdir: str):
+    from tokenizers import Tokenizer
+    from tokenizers.implementations import BaseTokenizer
+    return cls(BaseTokenizer(Tokenizer.from_file(os.path.join(workdir, "tokenizer.json"))))
+
+
+TOKENIZERS = {"char": CharTokenizer, "wordpiece": WordPieceTokenizer}
+
+
+def get_tokenizer_class(name: str):
+  if name not in TOKENIZERS:
+    raise ConfigError(f"unknown data.tokenizer {name!r}; valid names: {sorted(TOKENIZERS)}")
+  return TOKENIZERS[name]
+
+
+def build_tokenizer(data_cfg, train_docs):
+  cls = get_tokenizer_class(data_cfg.tokenizer)
+  if cls is CharTokenizer:
+    return cls.train(train_docs, min_count=data_cfg.min_count, max_size=data_cfg.vocab_size)
+  return cls.train(train_docs, vocab_size=data_cfg.vocab_size or 8000,
+                   vocab_file=data_cfg.vocab_file, lowercase=data_cfg.lowercase)
+
+
+def load_tokenizer(name: str, workdir: str):
+  return get_tokenizer_class(name).load(workdir)

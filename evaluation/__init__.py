@@ -1,0 +1,1 @@
+"""Evaluators: MLM accuracy by length, tables."""

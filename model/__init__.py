@@ -1,0 +1,1 @@
+"""Pure linen modules: attention core, position encodings, blocks, encoder, heads."""

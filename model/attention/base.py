@@ -1,0 +1,50 @@
+"""What every attention kernel receives, and the registry entry that describes a kernel."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional
+
+from model.positions.base import RelativeTerms
+from utils.errors import ConfigError
+
+Array = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionInputs:
+  """Everything but q, k, v. Shapes: q, k, v are [b, n, h, d]."""
+  mask: Array  # [b, 1, q, k] bool, True = may attend
+  scale: Array  # [b, 1, q, 1] logit factor from model/scale.py
+  terms: RelativeTerms  # contributions of the position encoding
+  q_pos: Array  # [q] int positions
+  k_pos: Array  # [k]
+  causal: bool = False
+  dropout: Callable[[Array], Array] = lambda p: p  # applied to attention probabilities
+  x: Optional[Array] = None  # the layer input [b, n, width] (Synthesizer predicts logits from it)
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelSpec:
+  """Registry entry: the kernel function plus what it supports."""
+  fn: Callable[..., Array]  # fn(q, k, v, inputs, cfg) -> [b, q, h, d]
+  # which RelativeTerms fields the kernel honours; others are refused at start-up
+  supports: frozenset = frozenset({"rotate", "content_logits", "bias", "value_term",
+                                   "logit_multiplier"})
+  max_length: Callable[[Any], Optional[int]] = lambda cfg: None
+  module: Optional[Callable[[Any], Any]] = None  # kernels with parameters: cfg -> linen module
+  name: str = ""
+
+  def check(self, cfg) -> None:
+    """Refuse position encodings whose terms this kernel cannot apply."""
+    needs = POSITION_TERMS.get(cfg.position, frozenset())
+    missing = sorted(needs - self.supports)
+    if missing:
+      raise ConfigError(
+          f"attention={self.name} cannot apply position={cfg.position} (needs {missing}); "
+          f"use attention=softmax or a position encoding among those it supports")
+
+
+# Which terms each relative position encoding produces (absolute ones produce none).
+POSITION_TERMS: dict = {
+    "rope": frozenset({"rotate"}),
+}

@@ -1,0 +1,41 @@
+"""Multi-head attention layer: projections, position terms, scale, and a kernel by name."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from model.attention import get_attention
+from model.attention.base import AttentionInputs
+from model.masks import num_valid_keys
+from model.positions import NO_TERMS, get_position
+from model.scale import get_scale
+
+
+class MultiHeadAttention(nn.Module):
+  cfg: "ModelConfig"  # noqa: F821 (model/config.py)
+
+  @nn.compact
+  def __call__(self, x, mask, positions, deterministic: bool = True):
+    cfg = self.cfg
+    h, d = cfg.num_heads, cfg.head_dim
+    dtype = jnp.dtype(cfg.dtype)
+    dense = lambda name: nn.DenseGeneral((h, d), dtype=dtype, name=name)
+    q, k, v = dense("query")(x), dense("key")(x), dense("value")(x)
+
+    relative = get_position(cfg.position).relative
+    terms = relative(cfg)(positions, positions, cfg.causal) if relative else NO_TERMS
+    scale = get_scale(cfg.scale)(num_valid_keys(mask), d, n0=cfg.logn_n0, floor=cfg.logn_floor)
+
+    def dropout(p):
+      if cfg.attention_dropout == 0.0 or deterministic:
+        return p
+      return nn.Dropout(cfg.attention_dropout, name="attention_dropout")(p, deterministic=False)
+
+    inputs = AttentionInputs(mask=mask, scale=scale, terms=terms, q_pos=positions,
+                             k_pos=positions, causal=cfg.causal, dropout=dropout, x=x)
+    spec = get_attention(cfg.attention)
+    if spec.module is not None:
+      out = spec.module(cfg)(q, k, v, inputs)
+    else:
+      out = spec.fn(q, k, v, inputs, cfg)
+    return nn.DenseGeneral(cfg.width, axis=(-2, -1), dtype=dtype, name="out")(out)

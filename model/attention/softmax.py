@@ -1,0 +1,37 @@
+"""Standard softmax attention: softmax(lambda * q.k + bias) v (REFERENCE.md sections 1-3)."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def masked_softmax(logits, mask):
+  """Softmax over the last axis with a boolean mask; fully masked rows give zeros, not NaN."""
+  logits = logits.astype(jnp.float32)
+  neg = jnp.finfo(jnp.float32).min / 2  # finite: a fully masked row stays finite
+  probs = jax.nn.softmax(jnp.where(mask, logits, neg), axis=-1)
+  return probs * jnp.any(mask, axis=-1, keepdims=True)
+
+
+def attention_logits(q, k, inputs):
+  """Scaled logits [b, h, q, k] including every position term; q, k already rotated."""
+  t = inputs.terms
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+  if t.content_logits is not None:
+    logits = logits + t.content_logits(q, k)
+  logits = logits * inputs.scale * t.logit_multiplier
+  if t.bias is not None:
+    logits = logits + t.bias
+  return logits
+
+
+def softmax_attention(q, k, v, inputs, cfg=None):
+  t = inputs.terms
+  if t.rotate is not None:
+    q, k = t.rotate(q, inputs.q_pos), t.rotate(k, inputs.k_pos)
+  probs = masked_softmax(attention_logits(q, k, inputs), inputs.mask)
+  probs = inputs.dropout(probs)
+  out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
+  if t.value_term is not None:
+    out = out + t.value_term(probs)
+  return out

@@ -1,0 +1,113 @@
+"""Transformer encoder (post-LN BERT by default, pre-LN and RMSNorm options) and MLM model."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from model.activations import get_activation
+from model.attention.layer import MultiHeadAttention
+from model.config import ModelConfig
+from model.masks import causal_mask, padding_mask
+from model.positions import get_position
+
+NORMS = {
+    "post": nn.LayerNorm,  # x = LN(x + f(x)): BERT, RoFormer
+    "pre": nn.LayerNorm,  # x = x + f(LN(x)): GPT-2 and later; trains without warmup tricks
+    "rmsnorm": nn.RMSNorm,  # pre-norm with RMSNorm (no centring, no bias)
+}
+
+
+class Mlp(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool):
+    cfg = self.cfg
+    dtype = jnp.dtype(cfg.dtype)
+    y = nn.Dense(cfg.mlp_dim, dtype=dtype, name="fc1")(x)
+    y = get_activation(cfg.activation)(y)
+    y = nn.Dropout(cfg.dropout)(y, deterministic=deterministic)
+    return nn.Dense(cfg.width, dtype=dtype, name="fc2")(y)
+
+
+class Block(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x, mask, positions, deterministic: bool = True):
+    cfg = self.cfg
+    norm = lambda name: NORMS[cfg.norm](dtype=jnp.dtype(cfg.dtype), name=name)
+    drop = lambda y: nn.Dropout(cfg.dropout)(y, deterministic=deterministic)
+    attn = lambda y: MultiHeadAttention(cfg, name="attention")(y, mask, positions, deterministic)
+    mlp = lambda y: Mlp(cfg, name="mlp")(y, deterministic)
+    if cfg.norm == "post":
+      x = norm("attention_norm")(x + drop(attn(x)))
+      return norm("mlp_norm")(x + drop(mlp(x)))
+    x = x + drop(attn(norm("attention_norm")(x)))
+    return x + drop(mlp(norm("mlp_norm")(x)))
+
+
+class Encoder(nn.Module):
+  """tokens [b, n] int, valid [b, n] bool -> hidden states [b, n, width]."""
+  cfg: ModelConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.token_embed = nn.Embed(cfg.vocab_size, cfg.width,
+                                embedding_init=nn.initializers.normal(0.02))
+    absolute = get_position(cfg.position).absolute
+    self.position_embed = absolute(cfg) if absolute else None
+    # post-LN normalises the embeddings (BERT); pre-norm normalises the output instead
+    self.final_norm = NORMS[cfg.norm](dtype=jnp.dtype(cfg.dtype))
+    self.dropout = nn.Dropout(cfg.dropout)
+    # remat recomputes each block's activations in the backward pass (memory for time);
+    # argument 4 (deterministic) is a Python bool, so it must be static.
+    block = nn.remat(Block, static_argnums=(4,)) if cfg.remat else Block
+    self.blocks = [block(cfg, name=f"block_{i}") for i in range(cfg.num_layers)]
+
+  def __call__(self, tokens, valid, deterministic: bool = True, mask=None):
+    cfg = self.cfg
+    n = tokens.shape[1]
+    positions = jnp.arange(n)
+    x = self.token_embed(tokens).astype(jnp.dtype(cfg.dtype))
+    if self.position_embed is not None:
+      x = self.position_embed(x, positions)
+    if mask is None:
+      mask = padding_mask(valid)
+      if cfg.causal:
+        mask = mask & causal_mask(n)
+    if cfg.norm == "post":
+      x = self.final_norm(x)
+    x = self.dropout(x, deterministic=deterministic)
+    for block in self.blocks:
+      x = block(x, mask, positions, deterministic)
+    if cfg.norm != "post":
+      x = self.final_norm(x)
+    return x
+
+  def attend(self, h):
+    """Logits against the (tied) token embedding table."""
+    return self.token_embed.attend(h.astype(jnp.float32))
+
+
+class MlmModel(nn.Module):
+  """Encoder + BERT MLM head (dense, activation, norm, tied decoder + bias).
+
+  With `targets_at` [b, P] the head runs only at those positions, which is most of the win
+  in training (the vocabulary projection dominates a small model's cost).
+  """
+  cfg: ModelConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.encoder = Encoder(cfg)
+    self.head_dense = nn.Dense(cfg.width, dtype=jnp.dtype(cfg.dtype))
+    self.head_norm = nn.LayerNorm()
+    self.output_bias = self.param("output_bias", nn.initializers.zeros, (cfg.vocab_size,))
+
+  def __call__(self, tokens, valid, deterministic: bool = True, targets_at=None):
+    h = self.encoder(tokens, valid, deterministic)
+    if targets_at is not None:
+      h = jnp.take_along_axis(h, targets_at[..., None], axis=1)
+    h = self.head_norm(get_activation(self.cfg.activation)(self.head_dense(h)))
+    return self.encoder.attend(h) + self.output_bias

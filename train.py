@@ -1,0 +1,35 @@
+"""Train a model from a config file.
+
+  python train.py --config configs/mlm_extrapolation.py[:variant,...] --workdir DIR \
+      [--config.train.steps=100 ...] [--overwrite]
+
+Rerunning the same command on an existing workdir resumes where it stopped.
+"""
+from __future__ import annotations
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from utils.cli import run_main
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:variants].",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, results.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Delete the workdir first and start again.")
+_PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
+_STOP_AFTER = flags.DEFINE_integer(
+    "stop_after", None, "Stop after this many steps of this process, with a checkpoint, as a "
+    "preempted job would; the same command continues the run.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv) -> int:
+  del argv
+  from training.tasks import get_task
+  return get_task(_CONFIG.value).train_main(_CONFIG.value, _WORKDIR.value,
+                                            overwrite=_OVERWRITE.value, progress=_PROGRESS.value,
+                                            stop_after=_STOP_AFTER.value)
+
+
+if __name__ == "__main__":
+  run_main(main)

@@ -1,0 +1,136 @@
+"""The training loop shared by every task: resume, steps, metrics, checkpoints, signals.
+
+A task supplies an initial-parameter function, a loss, and a batch-of-step function; this loop
+owns everything that must be the same for every trainer (and is tested once).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import signal
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from training.checkpoint import Checkpointer, abstract
+from training.metrics import MetricWriter, truncate_after
+from training.optimizer import learning_rate_schedule, make_optimizer
+from training.state import TrainState
+from training.step import make_train_step
+from utils.errors import UserError
+
+
+class NonFiniteError(UserError):
+  pass
+
+
+@dataclasses.dataclass
+class FitResult:
+  state: Any
+  step: int
+  interrupted: bool
+  skipped_steps: int
+
+
+@contextlib.contextmanager
+def _stop_requests():
+  """SIGTERM / SIGINT set a flag instead of killing the process mid-step."""
+  flag = {"signal": None}
+
+  def handler(signum, frame):
+    del frame
+    if flag["signal"] is not None:  # a second Ctrl-C means: now
+      raise KeyboardInterrupt
+    flag["signal"] = signal.Signals(signum).name
+
+  old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    yield flag
+  finally:
+    for s, h in old.items():
+      signal.signal(s, h)
+
+
+def fit(config, workdir: str, *, init_params: Callable[[Any], Any], loss_fn: Callable,
+        batch_fn: Callable[[int], Any], tokens_per_step: int,
+        progress: bool = True, stop_after: int | None = None) -> FitResult:
+  """Trains from the latest checkpoint in workdir (or from scratch) to config.train.steps.
+
+  stop_after: leave after this many steps of this process, as a preempted job would (a
+  checkpoint is saved; the same command continues), e.g. to fit a scheduler's time limit.
+  """
+  t = config.train
+  tx = make_optimizer(t)
+  seed_key = jax.random.PRNGKey(config.seed)
+  init_key, step_key = jax.random.split(seed_key)
+
+  def fresh_state():
+    return TrainState.create(init_params(init_key), tx)
+
+  ckpt = Checkpointer(workdir, keep=t.keep_checkpoints)
+  restored = ckpt.restore(abstract(jax.eval_shape(fresh_state)))
+  if restored is None:
+    state, start, skipped = fresh_state(), 0, 0
+  else:
+    start, state, meta = restored
+    skipped = int(meta.get("skipped_steps", 0))
+    logging.info("resuming from step %d in %s", start, workdir)
+  metrics_path = f"{workdir}/metrics.jsonl"
+  truncate_after(metrics_path, start)  # rows past the checkpoint are rewritten identically
+  writer = MetricWriter(workdir)
+  schedule = learning_rate_schedule(t)
+  train_step = make_train_step(loss_fn, tx)
+
+  step, interrupted = start, False
+  stop_at = t.steps if stop_after is None else min(t.steps, start + stop_after)
+  bar = tqdm(total=t.steps, initial=start, disable=not progress, dynamic_ncols=True,
+             desc="train", file=sys.stderr)
+  last_time, last_step, sums = time.perf_counter(), start, {}
+  try:
+    with _stop_requests() as stop:
+      while step < t.steps:
+        if stop["signal"] or step >= stop_at:
+          interrupted = True
+          break
+        state, m = train_step(state, batch_fn(step), step_key)
+        m = jax.device_get(m)
+        if not m["finite"]:
+          bad = "loss" if not np.isfinite(m["loss"]) else "gradients"
+          if t.on_nonfinite != "skip":
+            raise NonFiniteError(
+                f"non-finite {bad} at step {step} (loss={m['loss']}, grad_norm="
+                f"{m['grad_norm']}); the state was not updated and the last checkpoint "
+                f"(step {ckpt.latest_step()}) is kept. Lower train.learning_rate, check the "
+                "data, or set train.on_nonfinite=skip to skip such steps")
+          skipped += 1
+        step += 1
+        for k, v in m.items():
+          if k != "finite" and np.isfinite(v):
+            sums[k] = sums.get(k, 0.0) + float(v)
+        bar.update(1)
+        if step % t.log_every == 0 or step == t.steps:
+          now = time.perf_counter()
+          n = step - last_step
+          row = {k: v / n for k, v in sums.items()}
+          row.update(learning_rate=float(schedule(step - 1)), skipped_steps=skipped,
+                     tokens_per_sec=n * tokens_per_step / (now - last_time))
+          writer.write(step, row)
+          bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_sec']:.0f}")
+          last_time, last_step, sums = now, step, {}
+        if step % t.checkpoint_every == 0:
+          ckpt.save(step, state, {"skipped_steps": skipped})
+      ckpt.save(step, state, {"skipped_steps": skipped}, force=True)
+  finally:
+    bar.close()
+    writer.close()
+    ckpt.close()
+  if interrupted:
+    why = stop["signal"] or f"--stop_after={stop_after}"
+    print(f"stopped by {why} at step {step}; checkpoint saved in {workdir}. "
+          "Rerun the same command to resume.", file=sys.stderr)
+  return FitResult(state, step, interrupted, skipped)

@@ -1,0 +1,33 @@
+"""A generic jitted train step: gradients of a loss, a finite-check, and the optimizer update.
+
+The per-step key is fold_in(seed_key, step), so step s draws the same masks and dropout
+whether or not the run was interrupted before it.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation):
+  """loss_fn(params, batch, key) -> (loss, metrics dict). Returns jitted step(state, batch, key).
+
+  A step whose loss or gradients are not finite leaves the state untouched (the select happens
+  inside the jitted function, because the old state is donated); the loop then stops or skips
+  it as configured, and metrics['finite'] says which happened.
+  """
+
+  def step(state, batch, seed_key):
+    key = jax.random.fold_in(seed_key, state.step)
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, key)
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    new = state.apply_gradients(grads, tx)
+    new = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, state)
+    metrics = dict(metrics, loss=loss, grad_norm=grad_norm, finite=finite.astype(jnp.float32))
+    return new, metrics
+
+  return jax.jit(step, donate_argnums=(0,))
