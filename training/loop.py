@@ -56,9 +56,9 @@ def _stop_requests():
       signal.signal(s, h)
 
 
-def fit(config, workdir: str, *, init_params: Callable[[Any], Any], loss_fn: Callable,
-        batch_fn: Callable[[int], Any], tokens_per_step: int,
-        progress: bool = True, stop_after: int | None = None) -> FitResult:
+def fit(config, workdir: str, *, init_params: Callable[[Any], Any], loss_fn: Callable | None,
+        batch_fn: Callable[[int], Any], tokens_per_step: int, progress: bool = True,
+        stop_after: int | None = None, grad_fn: Callable | None = None) -> FitResult:
   """Trains from the latest checkpoint in workdir (or from scratch) to config.train.steps.
 
   stop_after: leave after this many steps of this process, as a preempted job would (a
@@ -84,7 +84,7 @@ def fit(config, workdir: str, *, init_params: Callable[[Any], Any], loss_fn: Cal
   truncate_after(metrics_path, start)  # rows past the checkpoint are rewritten identically
   writer = MetricWriter(workdir)
   schedule = learning_rate_schedule(t)
-  train_step = make_train_step(loss_fn, tx)
+  train_step = make_train_step(loss_fn, tx, grad_fn=grad_fn)
 
   step, interrupted = start, False
   stop_at = t.steps if stop_after is None else min(t.steps, start + stop_after)

@@ -12,17 +12,25 @@ import jax.numpy as jnp
 import optax
 
 
-def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation):
-  """loss_fn(params, batch, key) -> (loss, metrics dict). Returns jitted step(state, batch, key).
+def make_train_step(loss_fn: Callable | None, tx: optax.GradientTransformation,
+                    grad_fn: Callable | None = None):
+  """Returns jitted step(state, batch, key) -> (state, metrics).
+
+  loss_fn(params, batch, key) -> (loss, metrics dict) is differentiated with autodiff; a task
+  whose gradient is not the autodiff of one loss (exact contrastive accumulation) passes
+  grad_fn(params, batch, key) -> ((loss, metrics), grads) instead.
 
   A step whose loss or gradients are not finite leaves the state untouched (the select happens
   inside the jitted function, because the old state is donated); the loop then stops or skips
   it as configured, and metrics['finite'] says which happened.
   """
 
+  if grad_fn is None:
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
   def step(state, batch, seed_key):
     key = jax.random.fold_in(seed_key, state.step)
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, key)
+    (loss, metrics), grads = grad_fn(state.params, batch, key)
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     new = state.apply_gradients(grads, tx)

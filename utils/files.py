@@ -11,6 +11,9 @@ def atomic_write_text(path: str, text: str) -> None:
   os.makedirs(d, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(path), suffix=".tmp")
   try:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are meant to be shared
     with os.fdopen(fd, "w", encoding="utf-8") as f:
       f.write(text)
       f.flush()
