@@ -17,8 +17,10 @@ Commands (from the repository root):
   python train.py --config configs/mlm_extrapolation.py:scale=logn,corpus=PATH/hongloumeng.txt \
       --workdir runs/hlm_logn
 
-Variants (combine with commas): scale=standard|logn, position=none|learned|sinusoidal|rope,
-rope_layout=interleaved|half, attention=..., norm=post|pre|rmsnorm, activation=...,
+Variants (combine with commas): scale=standard|logn|logn_causal|none,
+position=none|learned|sinusoidal|rope|shaw|xl|t5|deberta|alibi, rope_layout=interleaved|half,
+rope_scaling=none|pi|ntk|rerope, rope_factor=F, rerope_window=N, relative_clip=K,
+attention=..., norm=post|pre|rmsnorm, activation=...,
 corpus=synthetic|FILE|GLOB, format=text|jsonl, tokenizer=char|wordpiece, steps=N, seed=N,
 batch=N, length=N, lengths=64+128+256, smoke (a run of seconds, for tests).
 Any value can also be overridden with --config.a.b=value.
@@ -37,11 +39,16 @@ from __future__ import annotations
 import ml_collections
 
 from configs import variants
+from configs.variants import model_defaults
 
 SHORTCUTS = {
     "scale": "model.scale",
     "position": "model.position",
     "rope_layout": "model.rope_layout",
+    "rope_scaling": "model.rope_scaling",
+    "rope_factor": "model.rope_scaling_factor",
+    "rerope_window": "model.rerope_window",
+    "relative_clip": "model.relative_clip",
     "attention": "model.attention",
     "norm": "model.norm",
     "activation": "model.activation",
@@ -92,12 +99,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       synthetic=dict(num_docs=400, doc_len=3000, vocab=400, repeat_prob=0.5, seed=0),
   ))
 
-  c.model = ml_collections.ConfigDict(dict(
-      width=256, num_layers=4, num_heads=4, mlp_dim=1024, dropout=0.1, attention_dropout=0.0,
-      position="rope", max_len=512, rope_base=10000.0, rope_layout="interleaved",
-      sinusoidal_mode="add", attention="softmax", scale="logn", logn_n0=512, logn_floor=16,
-      causal=False, norm="post", activation="gelu", remat=False, dtype="float32",
-  ))
+  # every ModelConfig field, at its default, so any of them can be overridden
+  c.model = ml_collections.ConfigDict(model_defaults())
+  c.model.update(width=256, num_layers=4, num_heads=4, mlp_dim=1024, dropout=0.1,
+                 position="rope", scale="logn", logn_n0=512, max_len=1024)
 
   c.train = ml_collections.ConfigDict(dict(
       steps=1500,
@@ -123,7 +128,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       at_end=True,  # evaluate and print the length table when training finishes
   ))
 
-  return variants.apply(c, variants.parse(arg), SHORTCUTS, {"smoke": smoke})
+  options = variants.parse(arg)
+  c = variants.apply(c, options, SHORTCUTS, {"smoke": smoke})
+  # Synthesizers ignore q.k, so the default RoPE cannot apply; unless a position is named they
+  # get learned positions (bound to model.max_len, like the synthesizer itself).
+  if c.model.attention.startswith("synthesizer") and "position" not in options:
+    c.model.position = "learned"
+  return c
 
 
 def sweep() -> list[str]:

@@ -93,8 +93,7 @@ def load_documents(data_cfg) -> list[str]:
   spec = data_cfg.corpus
   if spec == "synthetic":
     s = data_cfg.synthetic
-    return synthetic.generate(num_docs=s.num_docs, doc_len=s.doc_len, vocab=s.vocab,
-                              repeat_prob=s.repeat_prob, seed=s.seed)
+    return synthetic.generate(**s.to_dict())
   if data_cfg.format not in FORMATS:
     raise DataError(f"unknown data.format {data_cfg.format!r}; valid names: {list(FORMATS)}")
   docs = []

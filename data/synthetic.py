@@ -25,8 +25,12 @@ def zipf_transitions(rng, vocab: int, exponent: float, branching: int):
 
 def generate(num_docs: int = 400, doc_len: int = 3000, vocab: int = 400, exponent: float = 1.1,
              branching: int = 24, repeat_prob: float = 0.5, span_min: int = 8,
-             span_max: int = 32, seed: int = 0) -> list[str]:
-  """Returns `num_docs` documents of `doc_len` characters each."""
+             span_max: int = 32, max_distance: int = 0, seed: int = 0) -> list[str]:
+  """Returns `num_docs` documents of `doc_len` characters each.
+
+  A repeat copies a span that starts at most `max_distance` characters earlier (0: anywhere
+  earlier in the document).
+  """
   rng = np.random.default_rng(seed)
   succ, cdf = zipf_transitions(rng, vocab, exponent, branching)
   # Markov streams for all documents at once (the loop runs over positions, not documents).
@@ -42,7 +46,8 @@ def generate(num_docs: int = 400, doc_len: int = 3000, vocab: int = 400, exponen
     while t < doc_len - span_max:
       n = int(rng.integers(span_min, span_max + 1))
       if rng.random() < repeat_prob:
-        src = int(rng.integers(0, t - n)) if t > n else 0
+        lo = max(0, t - max_distance) if max_distance else 0
+        src = int(rng.integers(lo, t - n)) if t - n > lo else lo
         ids[d, t:t + n] = ids[d, src:src + n]
       t += n
   chars = np.array([chr(FIRST_SYMBOL + i) for i in range(vocab)])

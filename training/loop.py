@@ -75,11 +75,14 @@ def fit(config, workdir: str, *, init_params: Callable[[Any], Any], loss_fn: Cal
   ckpt = Checkpointer(workdir, keep=t.keep_checkpoints)
   restored = ckpt.restore(abstract(jax.eval_shape(fresh_state)))
   if restored is None:
-    state, start, skipped = fresh_state(), 0, 0
+    state, start, meta = fresh_state(), 0, {}
   else:
     start, state, meta = restored
-    skipped = int(meta.get("skipped_steps", 0))
     logging.info("resuming from step %d in %s", start, workdir)
+  skipped = int(meta.get("skipped_steps", 0))
+  # the running sums of the logging window in progress, so that a run stopped between two
+  # log rows writes the same rows after resuming as an uninterrupted run
+  sums, window = dict(meta.get("log_sums", {})), int(meta.get("log_steps", 0))
   metrics_path = f"{workdir}/metrics.jsonl"
   truncate_after(metrics_path, start)  # rows past the checkpoint are rewritten identically
   writer = MetricWriter(workdir)
@@ -90,7 +93,11 @@ def fit(config, workdir: str, *, init_params: Callable[[Any], Any], loss_fn: Cal
   stop_at = t.steps if stop_after is None else min(t.steps, start + stop_after)
   bar = tqdm(total=t.steps, initial=start, disable=not progress, dynamic_ncols=True,
              desc="train", file=sys.stderr)
-  last_time, last_step, sums = time.perf_counter(), start, {}
+  last_time, last_step = time.perf_counter(), start
+
+  def meta_now():
+    return {"skipped_steps": skipped, "log_sums": sums, "log_steps": window}
+
   try:
     with _stop_requests() as stop:
       while step < t.steps:
@@ -109,22 +116,22 @@ def fit(config, workdir: str, *, init_params: Callable[[Any], Any], loss_fn: Cal
                 "data, or set train.on_nonfinite=skip to skip such steps")
           skipped += 1
         step += 1
+        window += 1
         for k, v in m.items():
           if k != "finite" and np.isfinite(v):
             sums[k] = sums.get(k, 0.0) + float(v)
         bar.update(1)
         if step % t.log_every == 0 or step == t.steps:
           now = time.perf_counter()
-          n = step - last_step
-          row = {k: v / n for k, v in sums.items()}
+          row = {k: v / window for k, v in sums.items()}
           row.update(learning_rate=float(schedule(step - 1)), skipped_steps=skipped,
-                     tokens_per_sec=n * tokens_per_step / (now - last_time))
+                     tokens_per_sec=(step - last_step) * tokens_per_step / (now - last_time))
           writer.write(step, row)
           bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_sec']:.0f}")
-          last_time, last_step, sums = now, step, {}
+          last_time, last_step, sums, window = now, step, {}, 0
         if step % t.checkpoint_every == 0:
-          ckpt.save(step, state, {"skipped_steps": skipped})
-      ckpt.save(step, state, {"skipped_steps": skipped}, force=True)
+          ckpt.save(step, state, meta_now())
+      ckpt.save(step, state, meta_now(), force=True)
   finally:
     bar.close()
     writer.close()

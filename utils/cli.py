@@ -16,6 +16,57 @@ def _quiet_logs() -> None:
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def _config_arg(argv):
+  """The value of --config (either '--config=X' or '--config X'), or None."""
+  for i, a in enumerate(argv):
+    if a.startswith("--config="):
+      return a.split("=", 1)[1]
+    if a == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def load_config_file(spec: str):
+  """'path/to/config.py[:variants]' -> the ConfigDict its get_config returns."""
+  import importlib.util
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise UserError(f"config file {path!r} does not exist (working directory {os.getcwd()})")
+  module_spec = importlib.util.spec_from_file_location("_config_file", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
+def precheck_config(argv) -> None:
+  """Loads the --config file once before absl does, so that a bad file or variant is one line.
+
+  (absl reports exceptions raised inside a config file with their full traceback.)
+  """
+  spec = _config_arg(argv)
+  if spec is None:
+    return
+  config = load_config_file(spec)
+  for a in argv:
+    if a.startswith("--config."):
+      _check_override_path(config, a[len("--config."):].split("=", 1)[0])
+
+
+def _check_override_path(config, dotted: str) -> None:
+  """An override of a key the config does not have is a typo: say which, and what exists."""
+  import difflib
+  node, seen = config, []
+  for part in dotted.split("."):
+    keys = list(node.keys()) if hasattr(node, "keys") else []
+    if part not in keys:
+      close = difflib.get_close_matches(part, keys, n=3)
+      where = "config" + "".join(f".{p}" for p in seen)
+      hint = f" (did you mean {', '.join(close)}?)" if close else ""
+      raise UserError(f"--config.{dotted}: {where} has no key {part!r}{hint}; valid keys: "
+                      f"{sorted(keys)}")
+    node, seen = node[part], seen + [part]
+
+
 def run_main(main) -> None:
   from absl import app
 
@@ -28,6 +79,7 @@ def run_main(main) -> None:
       return 2
 
   try:
+    precheck_config(sys.argv)
     app.run(wrapped)
   except UserError as e:  # raised while parsing flags (e.g. a bad config variant)
     print(f"error: {e}", file=sys.stderr)

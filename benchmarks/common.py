@@ -1,0 +1,52 @@
+"""Shared measuring helpers for the benchmark scripts (not tests): one process, ratios."""
+from __future__ import annotations
+
+import platform
+import subprocess
+import time
+
+import jax
+import jax.numpy as jnp
+
+
+def best_time(fn, *args, repeats: int = 5, min_time: float = 0.5):
+  """Best wall time of fn(*args) over `repeats` timed rounds (after one warm-up call)."""
+  jax.block_until_ready(fn(*args))
+  best = float("inf")
+  for _ in range(repeats):
+    n, start = 0, time.perf_counter()
+    while True:
+      jax.block_until_ready(fn(*args))
+      n += 1
+      if time.perf_counter() - start >= min_time:
+        break
+    best = min(best, (time.perf_counter() - start) / n)
+  return best
+
+
+def matmul_peak_flops(n: int = 2048, dtype=jnp.float32) -> float:
+  """Achieved FLOP/s of one n x n x n matmul in this process: the 'machine peak' we compare to."""
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
+  b = jax.random.normal(jax.random.PRNGKey(1), (n, n), dtype)
+  f = jax.jit(lambda x, y: x @ y)
+  return 2 * n ** 3 / best_time(f, a, b)
+
+
+def compiled_flops(jitted, *args) -> float:
+  """FLOPs of one call according to XLA's cost analysis of the compiled executable."""
+  cost = jitted.lower(*args).compile().cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0]
+  return float(cost.get("flops", 0.0))
+
+
+def describe_machine() -> str:
+  dev = jax.devices()[0]
+  try:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    commit = "unknown"
+  import os
+  return (f"{dev.platform} ({dev.device_kind}), {os.cpu_count()} CPU cores, "
+          f"{platform.machine()}, jax {jax.__version__}, commit {commit}")

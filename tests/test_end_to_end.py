@@ -1,0 +1,72 @@
+"""The user's path through the real entry points: train, stop, resume, evaluate, tabulate."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = "configs/mlm_extrapolation.py"
+
+
+def run(script, *args, check=True):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  p = subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=ROOT, env=env,
+                     capture_output=True, text=True, timeout=300)
+  if check and p.returncode != 0:
+    raise AssertionError(f"{script} {args} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
+  return p
+
+
+def metrics(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [{k: v for k, v in json.loads(line).items() if k not in ("time", "tokens_per_sec")}
+            for line in f]
+
+
+def test_train_stop_resume_evaluate(tmp_path):
+  a, b = str(tmp_path / "a"), str(tmp_path / "b")
+  # preempted after 4 of 6 steps (a checkpoint at 3 by checkpoint_every, one at 4 on stopping)
+  p = run("train.py", f"--config={CONFIG}:smoke", f"--workdir={a}", "--stop_after=4",
+          "--progress=false")
+  assert "Rerun the same command to resume" in p.stderr
+  assert not os.path.exists(os.path.join(a, "eval.json"))
+  p = run("train.py", f"--config={CONFIG}:smoke", f"--workdir={a}", "--progress=false")
+  assert "| a (rope, logn) |" not in p.stdout and "| 32 | 64 |" in p.stdout
+  # an uninterrupted twin sees the same batches, masks and dropout: identical metrics
+  run("train.py", f"--config={CONFIG}:smoke", f"--workdir={b}", "--progress=false")
+  assert metrics(a) == metrics(b)
+  assert [m["step"] for m in metrics(a)] == [2, 4, 6]
+  with open(os.path.join(a, "eval.json")) as f, open(os.path.join(b, "eval.json")) as g:
+    ea, eb = json.load(f), json.load(g)
+  assert ea == eb and ea["step"] == 6 and set(ea["lengths"]) == {"32", "64"}
+  # evaluate.py re-scores from the checkpoint and gets the same numbers
+  os.remove(os.path.join(a, "eval.json"))
+  run("evaluate.py", f"--workdir={a}")
+  with open(os.path.join(a, "eval.json")) as f:
+    assert json.load(f)["lengths"] == ea["lengths"]
+  p = run("evaluate.py", "--workdirs", a, b, "--table")
+  rows = [line for line in p.stdout.splitlines() if line.startswith("| a ") or
+          line.startswith("| b ")]
+  assert len(rows) == 2 and rows[0].split("|")[2:] == rows[1].split("|")[2:]
+
+
+def test_learned_positions_refuse_long_lengths_in_one_line(tmp_path):
+  w = str(tmp_path / "learned")
+  run("train.py", f"--config={CONFIG}:smoke,position=learned", f"--workdir={w}",
+      "--progress=false")
+  p = run("evaluate.py", f"--workdir={w}", "--lengths=64,256")
+  assert "cannot encode lengths [256]" in p.stderr and "Traceback" not in p.stderr
+  assert '"64"' in p.stdout and '"256"' not in p.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    ([f"--config={CONFIG}:smoke,scale=bogus"], "valid names"),
+    ([f"--config={CONFIG}:smoke,bogus=1"], "valid keys"),
+    ([f"--config={CONFIG}:smoke,corpus=does/not/exist.txt"], "does not exist"),
+])
+def test_user_errors_are_one_line(tmp_path, args, message):
+  p = run("train.py", *args, f"--workdir={tmp_path / 'w'}", check=False)
+  assert p.returncode != 0
+  assert message in p.stderr and "Traceback" not in p.stderr, p.stderr

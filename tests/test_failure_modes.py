@@ -1,0 +1,167 @@
+"""Nothing lost: preemption, signals, non-finite steps, corrupt checkpoints, bad input.
+
+Every case drives the real entry points (train.py / evaluate.py) in a subprocess, as a user
+would, and checks both what the user sees and what was kept on disk.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = "configs/mlm_extrapolation.py:smoke"
+ENV = dict(os.environ, JAX_PLATFORMS="cpu")
+
+
+def train(workdir, *extra, variant=SMOKE, check=True):
+  p = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), f"--config={variant}",
+                      f"--workdir={workdir}", "--progress=false", *extra], cwd=ROOT, env=ENV,
+                     capture_output=True, text=True, timeout=300)
+  if check and p.returncode != 0:
+    raise AssertionError(f"train.py exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
+  return p
+
+
+def rows(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [{k: v for k, v in json.loads(line).items() if k not in ("time", "tokens_per_sec")}
+            for line in f]
+
+
+def checkpoint_steps(workdir):
+  d = os.path.join(workdir, "checkpoints")
+  return sorted(int(x) for x in os.listdir(d) if x.isdigit()) if os.path.isdir(d) else []
+
+
+def assert_one_line_error(p, *needles):
+  assert p.returncode != 0, p.stdout
+  assert "Traceback" not in p.stderr, p.stderr
+  for n in needles:
+    assert n in p.stderr, p.stderr
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  """An uninterrupted run of the smoke config (12 steps, checkpoints every 3, logs every 2)."""
+  w = str(tmp_path_factory.mktemp("ref") / "run")
+  train(w, "--config.train.steps=12")
+  return w
+
+
+def test_kill_9_then_resume_is_bit_identical(tmp_path, reference):
+  w = str(tmp_path / "run")
+  cmd = [sys.executable, os.path.join(ROOT, "train.py"), f"--config={SMOKE}", f"--workdir={w}",
+         "--progress=false", "--config.train.steps=12"]
+  p = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+  deadline = time.time() + 240
+  while not [s for s in checkpoint_steps(w) if s >= 3] and time.time() < deadline:
+    time.sleep(0.05)
+  p.send_signal(signal.SIGKILL)  # no handler can run: whatever is on disk is what is left
+  p.wait()
+  assert checkpoint_steps(w), "the run was killed before its first checkpoint"
+  train(w, "--config.train.steps=12")
+  assert rows(w) == rows(reference)
+  with open(os.path.join(w, "eval.json")) as f, open(os.path.join(reference, "eval.json")) as g:
+    assert json.load(f) == json.load(g)
+
+
+def test_sigterm_saves_and_exits_zero(tmp_path, reference):
+  w = str(tmp_path / "run")
+  cmd = [sys.executable, os.path.join(ROOT, "train.py"), f"--config={SMOKE}", f"--workdir={w}",
+         "--progress=false", "--config.train.steps=12"]
+  p = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True)
+  deadline = time.time() + 240
+  while not os.path.exists(os.path.join(w, "metrics.jsonl")) or not rows(w):
+    assert time.time() < deadline and p.poll() is None
+    time.sleep(0.05)
+  p.send_signal(signal.SIGTERM)
+  out, err = p.communicate(timeout=120)
+  assert p.returncode == 0, err
+  if "stopped by SIGTERM" in err:  # (it may have finished all 12 steps before the signal)
+    assert "Rerun the same command to resume" in err
+    stopped = int(err.split("stopped by SIGTERM at step ")[1].split(";")[0])
+    assert stopped in checkpoint_steps(w)
+    assert not os.path.exists(os.path.join(w, "eval.json"))
+  train(w, "--config.train.steps=12")
+  assert rows(w) == rows(reference)
+
+
+def test_nonfinite_loss_stops_naming_the_step_and_keeps_last_checkpoint(tmp_path):
+  w = str(tmp_path / "run")
+  # an absurd learning rate blows the weights up within a few steps
+  p = train(w, "--config.train.learning_rate=1e30", "--config.train.warmup_steps=0",
+            "--config.train.clip_norm=0", "--config.train.steps=12", check=False)
+  assert_one_line_error(p, "non-finite", "at step")
+  bad = int(p.stderr.split("at step ")[1].split()[0])
+  assert all(s <= bad for s in checkpoint_steps(w))
+  assert not os.path.exists(os.path.join(w, "eval.json"))
+  # the skip option trains through, counting the skipped steps in the metrics
+  w2 = str(tmp_path / "skip")
+  train(w2, "--config.train.learning_rate=1e30", "--config.train.warmup_steps=0",
+        "--config.train.clip_norm=0", "--config.train.steps=12",
+        "--config.train.on_nonfinite=skip")
+  assert rows(w2)[-1]["skipped_steps"] > 0
+
+
+def test_corrupt_latest_checkpoint_falls_back_with_a_warning(tmp_path, reference):
+  w = str(tmp_path / "run")
+  shutil.copytree(reference, w)
+  latest = max(checkpoint_steps(w))
+  for dirpath, _, files in os.walk(os.path.join(w, "checkpoints", str(latest))):
+    for name in files:
+      with open(os.path.join(dirpath, name), "wb") as f:
+        f.write(b"\x00garbage")
+  os.remove(os.path.join(w, "eval.json"))
+  p = subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"), f"--workdir={w}"],
+                     cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+  assert p.returncode == 0, p.stderr
+  assert "unreadable" in p.stderr and "falling back" in p.stderr
+  with open(os.path.join(w, "eval.json")) as f:
+    assert json.load(f)["step"] < latest
+
+
+def test_changed_config_in_existing_workdir_is_refused(tmp_path, reference):
+  w = str(tmp_path / "run")
+  shutil.copytree(reference, w)
+  p = train(w, "--config.train.steps=12", "--config.model.dropout=0.2", check=False)
+  assert_one_line_error(p, "different config", "model.dropout", "--overwrite")
+  assert checkpoint_steps(w) == checkpoint_steps(reference)  # nothing touched
+  train(w, "--config.train.steps=12", "--config.model.dropout=0.2", "--overwrite")
+
+
+@pytest.mark.parametrize("override, needles", [
+    ("--config.model.num_heads=3", ["num_heads=3", "does not divide"]),
+    ("--config.model.scale=cosine", ["unknown scale", "valid names"]),
+    ("--config.model.nope=1", ["no key 'nope'", "valid keys"]),
+    ("--config.train.steps=ten", ["steps"]),
+    ("--config.eval.lengths=(64,4096)", ["4096", "position=learned"]),
+])
+def test_bad_config_is_refused_before_compiling(tmp_path, override, needles):
+  variant = SMOKE + (",position=learned" if "lengths" in override else "")
+  start = time.time()
+  p = train(str(tmp_path / "run"), override, variant=variant, check=False)
+  assert_one_line_error(p, *needles)
+  assert not checkpoint_steps(str(tmp_path / "run"))
+  assert time.time() - start < 60
+
+
+@pytest.mark.parametrize("make, needles", [
+    (lambda d: str(d / "missing.txt"), ["does not exist"]),
+    (lambda d: str(d / "*.nothing"), ["matches no files"]),
+    (lambda d: (d / "empty.txt").write_bytes(b"") or str(d / "empty.txt"), ["empty"]),
+    (lambda d: (d / "bad.txt").write_bytes(b"abc\n\xc3\x28 def\n") or str(d / "bad.txt"),
+     ["invalid UTF-8", "byte offset 4", "encoding_errors=replace"]),
+    (lambda d: (d / "tiny.txt").write_text("a few words\nand more\n") or str(d / "tiny.txt"),
+     ["too few", "training sequence"]),
+])
+def test_bad_data_is_refused_with_file_and_position(tmp_path, make, needles):
+  corpus = make(tmp_path)
+  p = train(str(tmp_path / "run"), variant=f"{SMOKE},corpus={corpus}", check=False)
+  assert_one_line_error(p, *needles)
