@@ -65,7 +65,9 @@ class Encoder(nn.Module):
     block = nn.remat(Block, static_argnums=(4,)) if cfg.remat else Block
     self.blocks = [block(cfg, name=f"block_{i}") for i in range(cfg.num_layers)]
 
-  def __call__(self, tokens, valid, deterministic: bool = True, mask=None):
+  def __call__(self, tokens, valid, deterministic: bool = True, mask=None,
+               return_layers: bool = False):
+    """return_layers: also return every block's output (first-last-mean pooling needs them)."""
     cfg = self.cfg
     n = tokens.shape[1]
     positions = jnp.arange(n)
@@ -79,11 +81,13 @@ class Encoder(nn.Module):
     if cfg.norm == "post":
       x = self.final_norm(x)
     x = self.dropout(x, deterministic=deterministic)
+    layers = []  # each block's output, for return_layers
     for block in self.blocks:
       x = block(x, mask, positions, deterministic)
+      layers.append(x)
     if cfg.norm != "post":
       x = self.final_norm(x)
-    return x
+    return (x, layers) if return_layers else x
 
   def attend(self, h):
     """Logits against the (tied) token embedding table."""

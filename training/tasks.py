@@ -7,6 +7,7 @@ from utils.errors import ConfigError
 
 TASKS = {
     "mlm": "training.mlm",
+    "contrastive": "training.contrastive",
 }
 
 

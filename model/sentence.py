@@ -1,0 +1,81 @@
+"""Sentence encoder: the Transformer encoder, a pooling, an optional projection (REFERENCE.md 6).
+
+Parameter names follow MlmModel (`encoder`, and with lm_head `head_dense`, `head_norm`,
+`output_bias`), so an MLM checkpoint of this codebase initialises it key for key.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from model.activations import get_activation
+from model.config import ModelConfig
+from model.encoder import Encoder
+from utils.errors import ConfigError
+
+
+def masked_mean(h, valid):
+  """Mean over the valid tokens: h [b, n, D], valid [b, n] -> [b, D]."""
+  w = valid.astype(h.dtype)[..., None]
+  return jnp.sum(h * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1.0)
+
+
+# pooling(final hidden states, every block's output, valid) -> [b, D]
+POOLINGS = {
+    "cls": lambda final, layers, valid: final[:, 0],
+    "mean": lambda final, layers, valid: masked_mean(final, valid),
+    # BERT-whitening's "first-last-avg": the first block's output (not the embeddings) and
+    # the last, averaged, then mean-pooled
+    "first_last_mean": lambda final, layers, valid: masked_mean((layers[0] + final) / 2, valid),
+}
+
+
+def get_pooling(name: str):
+  if name not in POOLINGS:
+    raise ConfigError(f"unknown sentence.pooling {name!r}; valid names: {sorted(POOLINGS)}")
+  return POOLINGS[name]
+
+
+class SentenceEncoder(nn.Module):
+  """tokens [b, n], valid [b, n] -> sentence embeddings [b, D].
+
+  projection > 0 adds SimCSE's MLP (dense + tanh) on the pooled vector; `project=False` skips
+  it (unsupervised SimCSE evaluates without it). lm_head adds MlmModel's head for SimBERT's
+  generation loss (`lm_logits`).
+  """
+  cfg: ModelConfig
+  pooling: str = "cls"
+  projection: int = 0
+  lm_head: bool = False
+
+  def setup(self):
+    cfg = self.cfg
+    self.encoder = Encoder(cfg)
+    if self.projection:
+      self.project = nn.Dense(self.projection, dtype=jnp.dtype(cfg.dtype))
+    if self.lm_head:  # the same three pieces (and names) as MlmModel's head
+      self.head_dense = nn.Dense(cfg.width, dtype=jnp.dtype(cfg.dtype))
+      self.head_norm = nn.LayerNorm()
+      self.output_bias = self.param("output_bias", nn.initializers.zeros, (cfg.vocab_size,))
+
+  def __call__(self, tokens, valid, deterministic: bool = True, project: bool = True):
+    return self.encode(tokens, valid, deterministic, project=project)[0]
+
+  def encode(self, tokens, valid, deterministic: bool = True, segment_ids=None,
+             project: bool = True):
+    """(embeddings [b, D], final hidden states [b, n, width])."""
+    unilm = {} if segment_ids is None else {"segment_ids": segment_ids}  # SimBERT's mask
+    final, layers = self.encoder(tokens, valid, deterministic, return_layers=True, **unilm)
+    pooled = get_pooling(self.pooling)(final, layers, valid)
+    if self.projection and project:
+      pooled = jnp.tanh(self.project(pooled))
+    return pooled.astype(jnp.float32), final
+
+  def seq2seq(self, tokens, valid, segment_ids, deterministic: bool = True):
+    """SimBERT: (embeddings, next-token logits) under the UniLM mask of segment_ids."""
+    pooled, final = self.encode(tokens, valid, deterministic, segment_ids=segment_ids)
+    return pooled, self.lm_logits(final)
+
+  def lm_logits(self, hidden):
+    h = self.head_norm(get_activation(self.cfg.activation)(self.head_dense(hidden)))
+    return self.encoder.attend(h) + self.output_bias

@@ -1,0 +1,147 @@
+"""STS data readers, Spearman (against scipy), whitening, batches (data/sts.py, evaluation/)."""
+import math
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from data import sts
+from data.corpus import DataError
+from data.tokenizers import CLS, PAD, SEP, CharTokenizer
+from evaluation import whitening
+from evaluation.sts import rank_average, spearman, sts_spearman
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_spearman_matches_scipy_with_and_without_ties(seed):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=50)
+  y = x + rng.normal(size=50)
+  assert spearman(x, y) == pytest.approx(scipy.stats.spearmanr(x, y)[0], abs=1e-12)
+  # heavy ties on both sides (STS scores are often integers)
+  xt, yt = rng.integers(0, 5, 60), rng.integers(0, 4, 60) + (rng.random(60) < 0.5)
+  assert spearman(xt, yt) == pytest.approx(scipy.stats.spearmanr(xt, yt)[0], abs=1e-12)
+  np.testing.assert_allclose(rank_average(xt), scipy.stats.rankdata(xt))
+
+
+def test_spearman_edge_cases():
+  assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+  assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+  assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))  # undefined, as scipy says
+  with pytest.raises(ValueError):
+    spearman([1, 2], [1, 2, 3])
+
+
+def _write(tmp_path, name, text):
+  path = tmp_path / name
+  path.write_text(text, encoding="utf-8")
+  return str(path)
+
+
+def test_read_sts_benchmark_with_split_column(tmp_path):
+  path = _write(tmp_path, "stsb.tsv",
+                "split\tgenre\tdataset\tyear\tsid\tscore\tsentence1\tsentence2\n"
+                "train\tmain-captions\tMSRvid\t2012test\t0001\t5.000\tA plane.\tAn air plane.\n"
+                "dev\tmain-news\theadlines\t2013\t0002\t1.5\tCats sleep.\tDogs bark.\n"
+                "train\tmain-forums\tdeft\t2014\t0003\t4.2\tHi there\tHello there\n")
+  all_rows = sts.read_sts(path)
+  assert all_rows.s1 == ["A plane.", "Cats sleep.", "Hi there"]
+  np.testing.assert_allclose(all_rows.scores, [5.0, 1.5, 4.2])
+  dev = sts.read_sts(path, "dev")
+  assert (dev.s1, dev.s2, list(dev.scores)) == (["Cats sleep."], ["Dogs bark."], [1.5])
+  assert sts.read_sts(path, "train").positives(4.0).s2 == ["An air plane.", "Hello there"]
+  with pytest.raises(DataError, match="valid names"):
+    sts.read_sts(path, "validation")
+
+
+def test_read_official_sts_and_plain_formats(tmp_path):
+  official = _write(tmp_path, "sts-dev.csv",
+                    "main-captions\tMSRvid\t2012test\t0000\t5.000\tA man.\tA guy.\textra\tmore\n")
+  d = sts.read_sts(official)
+  assert (d.s1, d.s2, list(d.scores)) == (["A man."], ["A guy."], [5.0])
+  plain = _write(tmp_path, "STS-B.valid.data", "一架飞机要起飞了。\t一架飞机正在起飞。\t5\n\n猫\t狗\t0\n")
+  d = sts.read_sts(plain)
+  assert d.s2 == ["一架飞机正在起飞。", "狗"] and list(d.scores) == [5.0, 0.0]
+  assert d.sentences() == ["一架飞机要起飞了。", "一架飞机正在起飞。", "猫", "狗"]
+
+
+@pytest.mark.parametrize("text,message", [
+    ("a\tb\t5\nonly one field\n", r"bad\.tsv:2: expected 3 tab-separated fields"),
+    ("a\tb\tfive\n", r"bad\.tsv:1: score 'five' is not a number"),
+    ("a\tb\tnan\n", r"bad\.tsv:1: score 'nan' is not finite"),
+    ("a\t \t3\n", r"bad\.tsv:1: empty sentence"),
+    ("\n\n", r"no scored pairs"),
+])
+def test_malformed_sts_lines_name_the_line(tmp_path, text, message):
+  with pytest.raises(DataError, match=message):
+    sts.read_sts(_write(tmp_path, "bad.tsv", text))
+
+
+def test_split_on_a_file_without_split_column_is_refused(tmp_path):
+  with pytest.raises(DataError, match=r"plain\.tsv:1: split='dev' was requested"):
+    sts.read_sts(_write(tmp_path, "plain.tsv", "a\tb\t1\n"), "dev")
+
+
+def test_pairs_and_sentences_files(tmp_path):
+  d = sts.read_pairs(_write(tmp_path, "pairs.tsv", "a b\tc d\nx\ty\t4.5\n"))
+  assert d.s1 == ["a b", "x"] and math.isnan(d.scores[0]) and d.scores[1] == 4.5
+  with pytest.raises(DataError, match=r"p2\.tsv:2: expected `sentence1 TAB sentence2"):
+    sts.read_pairs(_write(tmp_path, "p2.tsv", "a\tb\nlonely\n"))
+  assert sts.read_sentences(_write(tmp_path, "s.txt", "one\n\n two \n")) == ["one", "two"]
+  with pytest.raises(DataError, match="does not exist"):
+    sts.read_sts(str(tmp_path / "missing.tsv"))
+
+
+def test_synthetic_sets_are_deterministic_and_graded():
+  a, b = sts.synthetic_sts(200, seed=3), sts.synthetic_sts(200, seed=3)
+  assert a.s1 == b.s1 and a.s2 == b.s2
+  assert set(a.scores) == {0.0, 1.25, 2.5, 3.75, 5.0}
+  pairs = sts.synthetic_pairs(50, seed=0)
+  assert len(pairs) == 50 and (pairs.scores == 5).all()
+  assert sum(x != y for x, y in zip(pairs.s1, pairs.s2)) > 40  # paraphrases, not copies
+
+
+def test_encodings():
+  tok = CharTokenizer.train(["abcd"])
+  ids = sts.encode_sentences(tok, ["ab", "abcdabcd"], 6)
+  assert ids[0].tolist() == [CLS] + tok.encode("ab") + [SEP, PAD, PAD]
+  assert ids[1].tolist() == [CLS] + tok.encode("abcd") + [SEP]  # truncated, [SEP] kept
+  tokens, seg = sts.encode_seq2seq(tok, ["ab"], ["cd"], 9)
+  assert tokens[0].tolist() == [CLS] + tok.encode("ab") + [SEP] + tok.encode("cd") + [SEP, PAD, PAD]
+  assert seg[0].tolist() == [0, 0, 0, 0, 1, 1, 1, 0, 0]
+
+
+def test_batches_are_a_function_of_step_without_repeats():
+  arrays = {"tokens": np.arange(10)[:, None]}
+  b = sts.ExampleBatches(arrays, 4, seed=0)
+  assert b.per_epoch == 2
+  first = [b.batch(s)["tokens"][:, 0].tolist() for s in range(4)]
+  assert first == [sts.ExampleBatches(arrays, 4, seed=0).batch(s)["tokens"][:, 0].tolist()
+                   for s in range(4)]
+  assert all(len(set(x)) == 4 for x in first)
+  assert not set(first[0]) & set(first[1])  # one epoch: disjoint batches
+  with pytest.raises(DataError, match="fewer than one batch"):
+    sts.ExampleBatches(arrays, 16, seed=0)
+
+
+def test_whitening_gives_zero_mean_identity_covariance():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(500, 6)) @ rng.normal(size=(6, 6)) + 3.0
+  mu, w = whitening.fit(x)
+  y = whitening.transform(x, mu, w)
+  np.testing.assert_allclose(y.mean(0), 0.0, atol=1e-10)
+  np.testing.assert_allclose(np.cov(y, rowvar=False), np.eye(6), atol=1e-6)
+  # keeping k: the k directions of largest variance
+  mu, w3 = whitening.fit(x, 3)
+  assert w3.shape == (6, 3)
+  np.testing.assert_allclose(w3, w[:, :3])
+
+
+def test_sts_spearman_of_cosines():
+  vectors = {"a": [1, 0, 0], "b": [0, 1, 0], "c": [1, 1, 0], "d": [0, 0, 1]}
+  embed = lambda sentences: np.array([vectors[s] for s in sentences], float)
+  # cosines: a-a 1, a-c 0.71, b-d 0, c-d 0 -> ranks 4, 3, 1.5, 1.5
+  data = sts.StsData(["a", "a", "b", "c"], ["a", "c", "d", "d"], np.array([5.0, 3.0, 1.0, 0.0]))
+  assert sts_spearman(embed, data) == pytest.approx(scipy.stats.spearmanr(
+      [1.0, 2 ** -0.5, 0.0, 0.0], data.scores)[0])
+  assert -1.0 <= sts_spearman(embed, data, whitening_k=2) <= 1.0
