@@ -51,8 +51,8 @@ def main() -> int:
   p.add_argument("--config", default="configs/mlm_extrapolation.py")
   p.add_argument("--lengths", default="64,128")
   p.add_argument("--batch", type=int, default=32)
-  p.add_argument("--vocab", type=int, default=405, help="vocabulary size (default: the "
-                 "synthetic corpus's 400 symbols + 5 specials)")
+  p.add_argument("--vocab", type=int, default=133, help="vocabulary size (default: the "
+                 "synthetic corpus's 128 symbols + 5 specials)")
   p.add_argument("--out", default="")
   args = p.parse_args()
   from utils.cli import load_config_file

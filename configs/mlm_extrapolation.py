@@ -96,7 +96,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       valid_fraction=0.05,
       train_length=64,
       mask_rate=0.15,
-      synthetic=dict(num_docs=400, doc_len=3000, vocab=400, repeat_prob=0.5, seed=0),
+      # the embedded corpus (data/synthetic.py): a Zipfian Markov chain over `vocab` symbols
+      # with `branching` successors each, plus spans repeated from up to max_distance back
+      synthetic=dict(num_docs=400, doc_len=3000, vocab=128, branching=12, exponent=1.2,
+                     repeat_prob=0.5, span_min=16, span_max=48, max_distance=256, seed=0),
   ))
 
   # every ModelConfig field, at its default, so any of them can be overridden
@@ -105,17 +108,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                  position="rope", scale="logn", logn_n0=512, max_len=1024)
 
   c.train = ml_collections.ConfigDict(dict(
-      steps=1500,
+      steps=800,
       batch_size=32,
       learning_rate=1e-3,
-      warmup_steps=150,
+      warmup_steps=80,
       schedule="cosine",  # cosine | linear | constant (after warmup)
       end_lr_fraction=0.0,
       weight_decay=0.01,
       b1=0.9, b2=0.98, eps=1e-6,
       clip_norm=1.0,
       log_every=50,
-      checkpoint_every=500,
+      checkpoint_every=200,
       keep_checkpoints=2,
       on_nonfinite="stop",  # stop: error naming the step; skip: drop the update, count it
   ))
