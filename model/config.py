@@ -67,7 +67,7 @@ class ModelConfig:
     from model.activations import get_activation
     from model.attention import get_attention
     from model.encoder import NORMS
-    from model.positions import get_position
+    from model.positions import check_position_config
     from model.scale import get_scale
 
     if self.vocab_size <= 0:
@@ -77,7 +77,7 @@ class ModelConfig:
                        f"model.width={self.width}; pick a divisor of the width")
     if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.attention_dropout < 1.0:
       raise ConfigError("model.dropout and model.attention_dropout must be in [0, 1)")
-    get_position(self.position)
+    check_position_config(self)
     get_attention(self.attention).check(self)
     get_scale(self.scale)
     get_activation(self.activation)

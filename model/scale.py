@@ -30,9 +30,37 @@ def logn(n_keys, head_dim: int, n0: int = 512, floor: int = 16, **_):
   return ratio / math.sqrt(head_dim)
 
 
+def logn_causal(n_keys, head_dim: int, n0: int = 512, **_):
+  """max(1, log(n)/log(n0)) / sqrt(d): log-n that only ever raises the scale.
+
+  n is again the number of keys the query may attend to; under a causal mask that is i + 1
+  for query i, so this is the per-position form used by causal LMs (log(i+1)/log(n0) past
+  the training length n0, standard before it). In a bidirectional model it is the same
+  formula on the row's length. Up to n0 it is exactly the standard scale.
+  """
+  n = jnp.maximum(n_keys.astype(jnp.float32), 1.0)
+  ratio = jnp.maximum(jnp.log(n) / jnp.float32(math.log(n0)), 1.0)
+  ratio = jnp.where(n <= n0, 1.0, ratio)  # exact, not 1 +- 1 ulp
+  return standard(n_keys, head_dim) * ratio
+
+
+def unscaled(n_keys, head_dim: int, **_):
+  """lambda = 1 (T5): the 1/sqrt(d) moves into the query projection's initialisation."""
+  return jnp.ones_like(n_keys, dtype=jnp.float32)
+
+
 SCALES = {
     "standard": standard,
     "logn": logn,
+    "logn_causal": logn_causal,
+    "none": unscaled,
+}
+
+# Scales that need a matching query initialisation: name -> std(width, head_dim).
+# T5 draws W_q with std 1/sqrt(width * d), i.e. the default 1/sqrt(width) times 1/sqrt(d),
+# so q.k starts with the same variance as q.k/sqrt(d) under the standard scale.
+QUERY_INIT_STD = {
+    "none": lambda width, head_dim: (width * head_dim) ** -0.5,
 }
 
 

@@ -28,15 +28,15 @@ class KernelSpec:
   """Registry entry: the kernel function plus what it supports."""
   fn: Callable[..., Array]  # fn(q, k, v, inputs, cfg) -> [b, q, h, d]
   # which RelativeTerms fields the kernel honours; others are refused at start-up
-  supports: frozenset = frozenset({"rotate", "content_logits", "bias", "value_term",
-                                   "logit_multiplier"})
+  supports: frozenset = frozenset({"rotate", "qk_logits", "content_logits", "bias",
+                                   "value_term", "logit_multiplier"})
   max_length: Callable[[Any], Optional[int]] = lambda cfg: None
   module: Optional[Callable[[Any], Any]] = None  # kernels with parameters: cfg -> linen module
   name: str = ""
 
   def check(self, cfg) -> None:
     """Refuse position encodings whose terms this kernel cannot apply."""
-    needs = POSITION_TERMS.get(cfg.position, frozenset())
+    needs = position_terms(cfg)
     missing = sorted(needs - self.supports)
     if missing:
       raise ConfigError(
@@ -47,4 +47,16 @@ class KernelSpec:
 # Which terms each relative position encoding produces (absolute ones produce none).
 POSITION_TERMS: dict = {
     "rope": frozenset({"rotate"}),
+    "shaw": frozenset({"content_logits", "value_term"}),
+    "xl": frozenset({"content_logits"}),
+    "t5": frozenset({"bias"}),
+    "deberta": frozenset({"content_logits", "logit_multiplier"}),
+    "alibi": frozenset({"bias"}),
 }
+
+
+def position_terms(cfg) -> frozenset:
+  """The RelativeTerms fields cfg's position encoding produces, options included."""
+  if cfg.position == "rope" and cfg.rope_scaling == "rerope":
+    return frozenset({"qk_logits"})  # two rotations selected per pair: not one rotation
+  return POSITION_TERMS.get(cfg.position, frozenset())

@@ -8,7 +8,7 @@ from model.attention import get_attention
 from model.attention.base import AttentionInputs
 from model.masks import num_valid_keys
 from model.positions import NO_TERMS, get_position
-from model.scale import get_scale
+from model.scale import QUERY_INIT_STD, get_scale
 
 
 class MultiHeadAttention(nn.Module):
@@ -19,11 +19,17 @@ class MultiHeadAttention(nn.Module):
     cfg = self.cfg
     h, d = cfg.num_heads, cfg.head_dim
     dtype = jnp.dtype(cfg.dtype)
-    dense = lambda name: nn.DenseGeneral((h, d), dtype=dtype, name=name)
-    q, k, v = dense("query")(x), dense("key")(x), dense("value")(x)
+    dense = lambda name, **kw: nn.DenseGeneral((h, d), dtype=dtype, name=name, **kw)
+    q_init = {}
+    if cfg.scale in QUERY_INIT_STD:  # scale=none: the 1/sqrt(d) lives in W_q's init instead
+      q_init["kernel_init"] = nn.initializers.normal(QUERY_INIT_STD[cfg.scale](cfg.width, d))
+    q, k, v = dense("query", **q_init)(x), dense("key")(x), dense("value")(x)
 
     relative = get_position(cfg.position).relative
-    terms = relative(cfg)(positions, positions, cfg.causal) if relative else NO_TERMS
+    terms = NO_TERMS
+    if relative:  # its parameters sit under one readable name, whichever encoding it is
+      module = relative(cfg).clone(parent=self, name="relative_position")
+      terms = module(positions, positions, cfg.causal)
     scale = get_scale(cfg.scale)(num_valid_keys(mask), d, n0=cfg.logn_n0, floor=cfg.logn_floor)
 
     def dropout(p):

@@ -16,7 +16,10 @@ def masked_softmax(logits, mask):
 def attention_logits(q, k, inputs):
   """Scaled logits [b, h, q, k] including every position term; q, k already rotated."""
   t = inputs.terms
-  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+  if t.qk_logits is not None:  # the encoding forms q.k itself (ReRoPE)
+    logits = t.qk_logits(q, k)
+  else:
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
   if t.content_logits is not None:
     logits = logits + t.content_logits(q, k)
   logits = logits * inputs.scale * t.logit_multiplier
@@ -33,5 +36,5 @@ def softmax_attention(q, k, v, inputs, cfg=None):
   probs = inputs.dropout(probs)
   out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
   if t.value_term is not None:
-    out = out + t.value_term(probs)
+    out = out + t.value_term(probs).astype(out.dtype)
   return out

@@ -6,6 +6,14 @@ theta_t = base^(-2t/d), so (R_m q).(R_n k) = q.(R_{n-m} k): logits depend on m -
 Two pair layouts, not interchangeable when loading weights:
   interleaved: pairs (x0, x1), (x2, x3), ...        (RoFormer, bert4keras; default)
   half:        pairs (x_t, x_{t + d/2})             (GPT-NeoX / LLaMA)
+
+Extrapolation options (`rope_scaling`), for running past the training length:
+  pi:     position interpolation, positions / factor (angles stay in the trained range);
+  ntk:    NTK-aware scaling, base * factor^(d/(d-2)) (the lowest frequency is interpolated by
+          `factor`, the highest kept as trained);
+  rerope: exact relative positions inside `window`, clamped to +-window beyond it (ReRoPE).
+          A clamped logit is not a rotation of q and k by their own positions, so the logits
+          are computed twice (exact and clamped) and selected per pair.
 """
 from __future__ import annotations
 
@@ -18,10 +26,11 @@ from model.positions.base import RelativeTerms
 from utils.errors import ConfigError
 
 LAYOUTS = ("interleaved", "half")
+SCALINGS = ("none", "pi", "ntk", "rerope")
 
 
 def rope_angles(positions, head_dim: int, base: float = 10000.0):
-  """[n] positions -> [n, d/2] angles m * theta_t (float32 for accuracy at long lengths)."""
+  """[n] positions (int, or float for PI) -> [n, d/2] angles m * theta_t, in float32."""
   if head_dim % 2:
     raise ConfigError(f"RoPE needs an even head dimension, got {head_dim}")
   inv_freq = base ** (-jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
@@ -45,10 +54,60 @@ def apply_rope(x, positions, *, base: float = 10000.0, layout: str = "interleave
   return out.astype(x.dtype)
 
 
+def ntk_base(base: float, factor: float, head_dim: int) -> float:
+  """NTK-aware base: base * factor^(d/(d-2)), so that the slowest pair's angle is divided by
+  `factor` (interpolated) while the fastest pairs keep their trained resolution."""
+  return base * factor ** (head_dim / (head_dim - 2))
+
+
+def scaled_rope(x, positions, *, base: float, layout: str, scaling: str = "none",
+                factor: float = 1.0):
+  """apply_rope with the pi or ntk extrapolation option ('none': plain RoPE)."""
+  if scaling == "pi":
+    positions = positions / factor
+  elif scaling == "ntk":
+    base = ntk_base(base, factor, x.shape[-1])
+  elif scaling != "none":
+    raise ConfigError(f"rope_scaling {scaling!r} is not a rotation; valid names here: "
+                      "['none', 'ntk', 'pi']")
+  return apply_rope(x, positions, base=base, layout=layout)
+
+
+def _dot(q, k):
+  return jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+
+
+def rerope_logits(q, k, q_pos, k_pos, *, window: int, base: float, layout: str,
+                  causal: bool = False):
+  """q.k [b,h,q,k] with RoPE at relative position clip(i - j, -window, window).
+
+  Inside the window this is plain RoPE; beyond it the relative position is `window`
+  (key on the left) or `-window` (key on the right), i.e. (R_{+-w} q).k with k unrotated.
+  """
+  rot = functools.partial(apply_rope, base=base, layout=layout)
+  rel = q_pos[:, None] - k_pos[None, :]  # i - j
+  exact = _dot(rot(q, q_pos), rot(k, k_pos))
+  far_left = _dot(rot(q, jnp.full_like(q_pos, window)), k)
+  out = jnp.where(rel >= window, far_left, exact)
+  if not causal:  # a causal mask hides every key on the right: skip that third product
+    far_right = _dot(rot(q, jnp.full_like(q_pos, -window)), k)
+    out = jnp.where(rel <= -window, far_right, out)
+  return out
+
+
 class Rope(nn.Module):
   base: float = 10000.0
   layout: str = "interleaved"
+  scaling: str = "none"
+  factor: float = 1.0
+  window: int = 64
 
   def __call__(self, q_pos, k_pos, causal: bool = False):
-    del k_pos, causal  # q and k are rotated by their own positions inside the kernel
-    return RelativeTerms(rotate=functools.partial(apply_rope, base=self.base, layout=self.layout))
+    if self.scaling == "rerope":
+      return RelativeTerms(qk_logits=functools.partial(
+          rerope_logits, q_pos=q_pos, k_pos=k_pos, window=self.window, base=self.base,
+          layout=self.layout, causal=causal))
+    # q and k are rotated by their own positions inside the kernel
+    return RelativeTerms(rotate=functools.partial(
+        scaled_rope, base=self.base, layout=self.layout, scaling=self.scaling,
+        factor=self.factor))

@@ -1,0 +1,50 @@
+"""T5 relative position bias (Raffel et al. 2020): one learned scalar per head and bucket.
+
+The offset j - i (T5's memory_position - query_position) is mapped to a bucket: in a
+bidirectional model half the buckets are for keys on the right (offset > 0) and half for the
+rest; a causal model spends all of them on keys on the left. Within a side, the first half of
+the buckets are exact distances, the rest are log-spaced up to max_distance, beyond which
+every distance shares the last bucket. The bias is added after the scale.
+"""
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from model.positions.base import RelativeTerms, key_offset
+
+
+def t5_bucket(offset, bidirectional: bool, num_buckets: int = 32, max_distance: int = 128):
+  """offset = key position - query position (int array) -> bucket in [0, num_buckets)."""
+  n = num_buckets
+  if bidirectional:
+    n //= 2
+    side = jnp.where(offset > 0, n, 0)  # keys to the right use the upper half
+    dist = jnp.abs(offset)
+  else:
+    side = 0
+    dist = jnp.maximum(-offset, 0)  # keys to the right (masked anyway) share bucket 0
+  exact = n // 2
+  # float32 and truncation as in the public implementations, so boundaries agree
+  ratio = jnp.log(jnp.maximum(dist, exact).astype(jnp.float32) / exact)
+  far = exact + (ratio / math.log(max_distance / exact) * (n - exact)).astype(jnp.int32)
+  far = jnp.minimum(far, n - 1)
+  return side + jnp.where(dist < exact, dist, far)
+
+
+class T5Bias(nn.Module):
+  num_heads: int
+  num_buckets: int = 32
+  max_distance: int = 128
+  width: int = 256  # only for T5's initialisation scale
+
+  @nn.compact
+  def __call__(self, q_pos, k_pos, causal: bool = False):
+    table = self.param("bias", nn.initializers.normal(self.width ** -0.5),
+                       (self.num_buckets, self.num_heads))
+    bucket = t5_bucket(key_offset(q_pos, k_pos), not causal, self.num_buckets,
+                       self.max_distance)
+    bias = jnp.take(table, bucket, axis=0)  # [q, k, H]
+    return RelativeTerms(bias=jnp.transpose(bias, (2, 0, 1))[None])
