@@ -39,9 +39,10 @@ class KernelSpec:
     needs = position_terms(cfg)
     missing = sorted(needs - self.supports)
     if missing:
+      option = f" with rope_scaling={cfg.rope_scaling}" if cfg.position == "rope" else ""
       raise ConfigError(
-          f"attention={self.name} cannot apply position={cfg.position} (needs {missing}); "
-          f"use attention=softmax or a position encoding among those it supports")
+          f"attention={self.name} cannot apply position={cfg.position}{option} (needs "
+          f"{missing}); use attention=softmax or a position encoding among those it supports")
 
 
 # Which terms each relative position encoding produces (absolute ones produce none).
