@@ -42,6 +42,7 @@ class ModelConfig:
   performer_redraw: bool = False  # draw new random features every training step
   nystrom_landmarks: int = 32
   nystrom_iterations: int = 6
+  synthesizer_rank: int = 8  # synthesizer_factorized: rank of the learned logit factors
   # blocks (model/encoder.py, model/activations.py)
   norm: str = "post"
   activation: str = "gelu"

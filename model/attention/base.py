@@ -33,6 +33,10 @@ class KernelSpec:
   max_length: Callable[[Any], Optional[int]] = lambda cfg: None
   module: Optional[Callable[[Any], Any]] = None  # kernels with parameters: cfg -> linen module
   name: str = ""
+  # Masks honoured beyond key padding. O(n) kernels never see the [q, k] matrix, so they
+  # cannot apply an arbitrary mask; "any" = any [b, 1, q, k] mask (UniLM segments, spans).
+  masks: frozenset = frozenset({"causal", "window", "any"})
+  validate: Optional[Callable[[Any], None]] = None  # kernel-specific config checks
 
   def check(self, cfg) -> None:
     """Refuse position encodings whose terms this kernel cannot apply."""
@@ -43,6 +47,20 @@ class KernelSpec:
       raise ConfigError(
           f"attention={self.name} cannot apply position={cfg.position}{option} (needs "
           f"{missing}); use attention=softmax or a position encoding among those it supports")
+    if cfg.causal:
+      self.require_mask("causal")
+    if cfg.window > 0:
+      self.require_mask("window")
+    if self.validate is not None:
+      self.validate(cfg)
+
+  def require_mask(self, kind: str) -> None:
+    if kind not in self.masks:
+      what = {"causal": "a causal mask (model.causal)", "window": "a window mask (model.window)",
+              "any": "an arbitrary [q, k] mask (UniLM segments)"}[kind]
+      also = " and ".join(sorted(self.masks)) or "nothing else"
+      raise ConfigError(f"attention={self.name} cannot apply {what}: it honours key padding "
+                        f"and {also}; use attention=softmax")
 
 
 # Which terms each relative position encoding produces (absolute ones produce none).
