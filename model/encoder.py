@@ -5,9 +5,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from model.activations import get_activation
+from model.attention import get_attention
 from model.attention.layer import MultiHeadAttention
 from model.config import ModelConfig
-from model.masks import causal_mask, padding_mask
+from model.masks import causal_mask, padding_mask, unilm_mask, window_mask
 from model.positions import get_position
 
 NORMS = {
@@ -65,7 +66,7 @@ class Encoder(nn.Module):
     block = nn.remat(Block, static_argnums=(4,)) if cfg.remat else Block
     self.blocks = [block(cfg, name=f"block_{i}") for i in range(cfg.num_layers)]
 
-  def __call__(self, tokens, valid, deterministic: bool = True, mask=None,
+  def __call__(self, tokens, valid, deterministic: bool = True, mask=None, segment_ids=None,
                return_layers: bool = False):
     """return_layers: also return every block's output (first-last-mean pooling needs them)."""
     cfg = self.cfg
@@ -78,6 +79,11 @@ class Encoder(nn.Module):
       mask = padding_mask(valid)
       if cfg.causal:
         mask = mask & causal_mask(n)
+      if cfg.window > 0:
+        mask = mask & window_mask(n, cfg.window, cfg.causal)
+      if segment_ids is not None:  # UniLM: segment A bidirectional, segment B left-to-right
+        get_attention(cfg.attention).require_mask("any")
+        mask = mask & unilm_mask(segment_ids)
     if cfg.norm == "post":
       x = self.final_norm(x)
     x = self.dropout(x, deterministic=deterministic)
