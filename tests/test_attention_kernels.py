@@ -226,6 +226,9 @@ def test_position_terms_refused_at_config_time():
       else:
         with pytest.raises(ConfigError, match=f"cannot apply position={position}"):
           _cfg(attention=attention, position=position)
+  for attention in ("linear", "performer", "nystrom"):  # ReRoPE needs the [q, k] logits
+    with pytest.raises(ConfigError, match="rope_scaling=rerope"):
+      _cfg(attention=attention, position="rope", rope_scaling="rerope")
   for attention in SYNTHESIZERS:  # absolute encodings contribute no terms: accepted
     for position in ("none", "learned", "sinusoidal"):
       _cfg(attention=attention, position=position)
