@@ -7,7 +7,7 @@ Rerunning the same command on an existing workdir resumes where it stopped.
 """
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from utils.cli import run_main

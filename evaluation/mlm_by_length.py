@@ -68,25 +68,19 @@ def evaluate_workdir(workdir: str, *, lengths=None, config=None, data=None, para
 
   from model.encoder import MlmModel
   from training import mlm, workdir as wd
-  from training.checkpoint import Checkpointer, abstract
-  from training.optimizer import make_optimizer
-  from training.state import TrainState
+  from training.checkpoint import restore_params
   from utils.files import atomic_write_json
 
   config = config or wd.load_config(workdir)
   data = data or mlm.prepare_data(config, workdir)
   model = MlmModel(mlm.model_config(config, data.tokenizer.vocab_size))
   if params is None:
-    ckpt = Checkpointer(workdir, async_save=False)
-    tx = make_optimizer(config.train)
-    target = abstract(jax.eval_shape(lambda: TrainState.create(
-        mlm.init_params(model, jax.random.PRNGKey(0), config.data.train_length), tx)))
-    restored = ckpt.restore(target)
-    ckpt.close()
+    restored = restore_params(
+        workdir, lambda: mlm.init_params(model, jax.random.PRNGKey(0), config.data.train_length),
+        config.train)
     if restored is None:
       raise UserError(f"{workdir!r} has no checkpoint to evaluate; train first")
-    step, state, _ = restored
-    params = state.params
+    step, params = restored
   lengths = [int(n) for n in (lengths or config.eval.lengths)]
   usable, refused = split_lengths(lengths, model.cfg.max_length())
   if refused:

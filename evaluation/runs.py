@@ -7,7 +7,7 @@ import os
 from evaluation.mlm_by_length import evaluate_workdir
 from evaluation.tables import length_table
 from training import workdir as wd
-from training.checkpoint import Checkpointer
+from training.checkpoint import latest_step
 from utils.errors import UserError
 from utils.files import read_json
 
@@ -16,7 +16,7 @@ def cached_or_evaluate(workdir: str, lengths=None) -> dict:
   if not os.path.isdir(workdir):
     raise UserError(f"workdir {workdir!r} does not exist")
   config = wd.load_config(workdir)
-  latest = Checkpointer(workdir, async_save=False).latest_step()
+  latest = latest_step(workdir)
   path = os.path.join(workdir, "eval.json")
   wanted = [int(n) for n in (lengths or config.eval.lengths)]
   if os.path.exists(path):

@@ -1,5 +1,4 @@
 """Softmax attention: log-n scale, padding invariance, fully masked rows."""
-import dataclasses
 import math
 
 import jax

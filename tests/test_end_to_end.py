@@ -1,28 +1,12 @@
 """The user's path through the real entry points: train, stop, resume, evaluate, tabulate."""
 import json
 import os
-import subprocess
-import sys
 
 import pytest
+from entry_points import metric_rows as metrics
+from entry_points import run
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "configs/mlm_extrapolation.py"
-
-
-def run(script, *args, check=True):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  p = subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=ROOT, env=env,
-                     capture_output=True, text=True, timeout=300)
-  if check and p.returncode != 0:
-    raise AssertionError(f"{script} {args} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
-  return p
-
-
-def metrics(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [{k: v for k, v in json.loads(line).items() if k not in ("time", "tokens_per_sec")}
-            for line in f]
 
 
 def test_train_stop_resume_evaluate(tmp_path):

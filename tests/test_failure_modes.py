@@ -8,34 +8,18 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
+from entry_points import ENV, ROOT, checkpoint_steps, command, run
+from entry_points import metric_rows as rows
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = "configs/mlm_extrapolation.py:smoke"
-ENV = dict(os.environ, JAX_PLATFORMS="cpu")
 
 
 def train(workdir, *extra, variant=SMOKE, check=True):
-  p = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), f"--config={variant}",
-                      f"--workdir={workdir}", "--progress=false", *extra], cwd=ROOT, env=ENV,
-                     capture_output=True, text=True, timeout=300)
-  if check and p.returncode != 0:
-    raise AssertionError(f"train.py exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
-  return p
-
-
-def rows(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [{k: v for k, v in json.loads(line).items() if k not in ("time", "tokens_per_sec")}
-            for line in f]
-
-
-def checkpoint_steps(workdir):
-  d = os.path.join(workdir, "checkpoints")
-  return sorted(int(x) for x in os.listdir(d) if x.isdigit()) if os.path.isdir(d) else []
+  return run("train.py", f"--config={variant}", f"--workdir={workdir}", "--progress=false",
+             *extra, check=check)
 
 
 def assert_one_line_error(p, *needles):
@@ -55,8 +39,8 @@ def reference(tmp_path_factory):
 
 def test_kill_9_then_resume_is_bit_identical(tmp_path, reference):
   w = str(tmp_path / "run")
-  cmd = [sys.executable, os.path.join(ROOT, "train.py"), f"--config={SMOKE}", f"--workdir={w}",
-         "--progress=false", "--config.train.steps=12"]
+  cmd = command("train.py", f"--config={SMOKE}", f"--workdir={w}", "--progress=false",
+                "--config.train.steps=12")
   p = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
   deadline = time.time() + 240
@@ -73,8 +57,8 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path, reference):
 
 def test_sigterm_saves_and_exits_zero(tmp_path, reference):
   w = str(tmp_path / "run")
-  cmd = [sys.executable, os.path.join(ROOT, "train.py"), f"--config={SMOKE}", f"--workdir={w}",
-         "--progress=false", "--config.train.steps=12"]
+  cmd = command("train.py", f"--config={SMOKE}", f"--workdir={w}", "--progress=false",
+                "--config.train.steps=12")
   p = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        text=True)
   deadline = time.time() + 240
@@ -119,9 +103,7 @@ def test_corrupt_latest_checkpoint_falls_back_with_a_warning(tmp_path, reference
       with open(os.path.join(dirpath, name), "wb") as f:
         f.write(b"\x00garbage")
   os.remove(os.path.join(w, "eval.json"))
-  p = subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"), f"--workdir={w}"],
-                     cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
-  assert p.returncode == 0, p.stderr
+  p = run("evaluate.py", f"--workdir={w}")
   assert "unreadable" in p.stderr and "falling back" in p.stderr
   with open(os.path.join(w, "eval.json")) as f:
     assert json.load(f)["step"] < latest
@@ -152,14 +134,20 @@ def test_bad_config_is_refused_before_compiling(tmp_path, override, needles):
   assert time.time() - start < 60
 
 
+def _file(name, content: bytes):
+  def make(d):
+    (d / name).write_bytes(content)
+    return str(d / name)
+  return make
+
+
 @pytest.mark.parametrize("make, needles", [
     (lambda d: str(d / "missing.txt"), ["does not exist"]),
     (lambda d: str(d / "*.nothing"), ["matches no files"]),
-    (lambda d: (d / "empty.txt").write_bytes(b"") or str(d / "empty.txt"), ["empty"]),
-    (lambda d: (d / "bad.txt").write_bytes(b"abc\n\xc3\x28 def\n") or str(d / "bad.txt"),
+    (_file("empty.txt", b""), ["empty"]),
+    (_file("bad.txt", b"abc\n\xc3\x28 def\n"),
      ["invalid UTF-8", "byte offset 4", "encoding_errors=replace"]),
-    (lambda d: (d / "tiny.txt").write_text("a few words\nand more\n") or str(d / "tiny.txt"),
-     ["too few", "training sequence"]),
+    (_file("tiny.txt", b"a few words\nand more\n"), ["too few", "training sequence"]),
 ])
 def test_bad_data_is_refused_with_file_and_position(tmp_path, make, needles):
   corpus = make(tmp_path)

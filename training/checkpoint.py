@@ -59,3 +59,26 @@ class Checkpointer:
 def abstract(tree):
   """Shapes and dtypes only (jax.eval_shape-style), to restore without allocating twice."""
   return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def latest_step(workdir: str):
+  """Newest finished checkpoint step in a workdir, read from the directory names alone."""
+  d = os.path.join(workdir, "checkpoints")
+  steps = [int(x) for x in os.listdir(d) if x.isdigit()] if os.path.isdir(d) else []
+  return max(steps) if steps else None
+
+
+def restore_params(workdir: str, init_fn, train_cfg):
+  """(step, params) of a workdir's newest readable checkpoint, or None if it has none.
+
+  init_fn() returns parameters of the right shapes (only traced, never run).
+  """
+  from training.optimizer import make_optimizer
+  from training.state import TrainState
+  ckpt = Checkpointer(workdir, async_save=False)
+  try:
+    restored = ckpt.restore(abstract(jax.eval_shape(
+        lambda: TrainState.create(init_fn(), make_optimizer(train_cfg)))))
+  finally:
+    ckpt.close()
+  return None if restored is None else (restored[0], restored[1].params)

@@ -127,7 +127,9 @@ def fit(config, workdir: str, *, init_params: Callable[[Any], Any], loss_fn: Cal
           row.update(learning_rate=float(schedule(step - 1)), skipped_steps=skipped,
                      tokens_per_sec=(step - last_step) * tokens_per_step / (now - last_time))
           writer.write(step, row)
-          bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_sec']:.0f}")
+          # (a window of only skipped steps has no finite loss to show)
+          bar.set_postfix(loss=f"{row.get('loss', float('nan')):.3f}",
+                          tok_s=f"{row['tokens_per_sec']:.0f}")
           last_time, last_step, sums, window = now, step, {}, 0
         if step % t.checkpoint_every == 0:
           ckpt.save(step, state, meta_now())

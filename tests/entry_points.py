@@ -1,0 +1,32 @@
+"""Running the user-facing scripts (train.py, evaluate.py, ...) in a subprocess, as a user would."""
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, JAX_PLATFORMS="cpu")
+
+
+def command(script, *args):
+  return [sys.executable, os.path.join(ROOT, script), *args]
+
+
+def run(script, *args, check=True, timeout=300):
+  p = subprocess.run(command(script, *args), cwd=ROOT, env=ENV, capture_output=True, text=True,
+                     timeout=timeout)
+  if check and p.returncode != 0:
+    raise AssertionError(f"{script} {args} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
+  return p
+
+
+def metric_rows(workdir):
+  """metrics.jsonl without the wall-clock fields, for comparing two runs."""
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [{k: v for k, v in json.loads(line).items() if k not in ("time", "tokens_per_sec")}
+            for line in f]
+
+
+def checkpoint_steps(workdir):
+  d = os.path.join(workdir, "checkpoints")
+  return sorted(int(x) for x in os.listdir(d) if x.isdigit()) if os.path.isdir(d) else []
