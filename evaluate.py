@@ -2,6 +2,8 @@
 
   python evaluate.py --workdir DIR [--lengths 64,128,...]     # one run; saves DIR/eval.json
   python evaluate.py --workdirs A B C --table                 # one markdown row per run
+  python evaluate.py --workdir DIR --model_override rope_scaling=ntk \
+      --model_override rope_scaling_factor=8                   # NTK-RoPE on a plain-RoPE run
   python evaluate.py --workdir DIR --sts FILE [--sts_split dev] [--whitening_k K]
                                                   # contrastive run: STS Spearman, DIR/sts_eval.json
 
@@ -20,6 +22,9 @@ _WORKDIRS = flags.DEFINE_list("workdirs", None, "Several workdirs (space- or com
 _TABLE = flags.DEFINE_bool("table", False, "Print one markdown table row per workdir.")
 _LENGTHS = flags.DEFINE_list("lengths", None, "Evaluation lengths (default: the run's eval.lengths).")
 _METRIC = flags.DEFINE_enum("metric", "accuracy", ["accuracy", "loss"], "Metric of the table.")
+_OVERRIDE = flags.DEFINE_multi_string(
+    "model_override", [], "Evaluate with a model field changed, e.g. rope_scaling=ntk or "
+    "scale=logn (only fields that do not change the parameters); saved as eval_<...>.json.")
 _STS = flags.DEFINE_string("sts", None, "Contrastive runs: STS file (STS Benchmark tsv or "
                            "s1<TAB>s2<TAB>score) or 'synthetic'; prints and saves the Spearman.")
 _STS_SPLIT = flags.DEFINE_string("sts_split", "", "Rows of this split (train/dev/test) of an STS "
@@ -49,7 +54,7 @@ def main(argv) -> int:
     return 0
   lengths = [int(x) for x in _LENGTHS.value] if _LENGTHS.value else None
   print(evaluate_runs(dirs, lengths=lengths, table=_TABLE.value or len(dirs) > 1,
-                      metric=_METRIC.value))
+                      metric=_METRIC.value, overrides=_OVERRIDE.value))
   return 0
 
 

@@ -12,12 +12,41 @@ from utils.errors import UserError
 from utils.files import read_json
 
 
-def cached_or_evaluate(workdir: str, lengths=None) -> dict:
+# Model fields that change how a trained model computes, not its parameters: these can be
+# changed at evaluation time (e.g. NTK-scaled RoPE, or the log-n scale, on a model trained
+# without them).
+EVAL_OVERRIDABLE = ("scale", "logn_n0", "logn_floor", "rope_scaling", "rope_scaling_factor",
+                    "rerope_window", "rope_base", "window")
+
+
+def apply_overrides(config, overrides: list[str]):
+  """['rope_scaling=ntk', ...] -> a copy of config with those model fields replaced."""
+  from configs.variants import _typed, model_defaults
+  config = config.copy_and_resolve_references()
+  defaults = model_defaults()
+  for item in overrides:
+    key, sep, value = item.partition("=")
+    key = key.strip().removeprefix("model.")
+    if not sep or key not in EVAL_OVERRIDABLE:
+      raise UserError(f"--model_override {item!r}: expected KEY=VALUE with KEY one of "
+                      f"{list(EVAL_OVERRIDABLE)} (fields that do not change the parameters)")
+    old = config.model[key] if key in config.model else defaults[key]  # older workdirs
+    with config.unlocked():
+      config.model[key] = _typed(old, value.strip(), key)
+  return config
+
+
+def override_tag(overrides) -> str:
+  return "_".join(o.replace("model.", "").replace("=", "-") for o in overrides)
+
+
+def cached_or_evaluate(workdir: str, lengths=None, overrides=()) -> dict:
   if not os.path.isdir(workdir):
     raise UserError(f"workdir {workdir!r} does not exist")
-  config = wd.load_config(workdir)
+  config = apply_overrides(wd.load_config(workdir), overrides)
   latest = latest_step(workdir)
-  path = os.path.join(workdir, "eval.json")
+  tag = override_tag(overrides)
+  path = os.path.join(workdir, f"eval_{tag}.json" if tag else "eval.json")
   wanted = [int(n) for n in (lengths or config.eval.lengths)]
   if os.path.exists(path):
     res = read_json(path)
@@ -25,7 +54,7 @@ def cached_or_evaluate(workdir: str, lengths=None) -> dict:
     if res.get("step") == latest and set(wanted) <= have:
       res["lengths"] = {n: v for n, v in res["lengths"].items() if int(n) in wanted}
       return res
-  return evaluate_workdir(workdir, lengths=wanted, config=config)
+  return evaluate_workdir(workdir, lengths=wanted, config=config, out=path)
 
 
 def run_name(workdir: str) -> str:
@@ -37,8 +66,11 @@ def run_name(workdir: str) -> str:
     return workdir
 
 
-def evaluate_runs(workdirs, lengths=None, table: bool = True, metric: str = "accuracy") -> str:
-  rows = [(run_name(d), cached_or_evaluate(d, lengths)["lengths"]) for d in workdirs]
+def evaluate_runs(workdirs, lengths=None, table: bool = True, metric: str = "accuracy",
+                  overrides=()) -> str:
+  suffix = f" [{', '.join(overrides)}]" if overrides else ""
+  rows = [(run_name(d) + suffix, cached_or_evaluate(d, lengths, overrides)["lengths"])
+          for d in workdirs]
   if not table:
     return json.dumps(rows[0][1], indent=2)
   title = "MLM accuracy (%)" if metric == "accuracy" else "MLM loss"

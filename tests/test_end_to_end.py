@@ -30,6 +30,13 @@ def test_train_stop_resume_evaluate(tmp_path):
   run("evaluate.py", f"--workdir={a}")
   with open(os.path.join(a, "eval.json")) as f:
     assert json.load(f)["lengths"] == ea["lengths"]
+  # the same checkpoint evaluated with the standard scale instead of log-n: its own file,
+  # different numbers, eval.json untouched
+  run("evaluate.py", f"--workdir={a}", "--model_override=scale=standard")
+  with open(os.path.join(a, "eval_scale-standard.json")) as f:
+    std = json.load(f)["lengths"]
+  assert std.keys() == ea["lengths"].keys()
+  assert all(std[n]["loss"] != ea["lengths"][n]["loss"] for n in std)
   p = run("evaluate.py", "--workdirs", a, b, "--table")
   rows = [line for line in p.stdout.splitlines() if line.startswith("| a ") or
           line.startswith("| b ")]
