@@ -2,6 +2,7 @@
 
   python evaluate.py --workdir DIR [--lengths 64,128,...]     # one run; saves DIR/eval.json
   python evaluate.py --workdirs A B C --table                 # one markdown row per run
+  python evaluate.py --workdirs A B --entropy                 # mean attention entropy by length
   python evaluate.py --workdir DIR --model_override rope_scaling=ntk \
       --model_override rope_scaling_factor=8                   # NTK-RoPE on a plain-RoPE run
   python evaluate.py --workdir DIR --sts FILE [--sts_split dev] [--whitening_k K]
@@ -22,6 +23,8 @@ _WORKDIRS = flags.DEFINE_list("workdirs", None, "Several workdirs (space- or com
 _TABLE = flags.DEFINE_bool("table", False, "Print one markdown table row per workdir.")
 _LENGTHS = flags.DEFINE_list("lengths", None, "Evaluation lengths (default: the run's eval.lengths).")
 _METRIC = flags.DEFINE_enum("metric", "accuracy", ["accuracy", "loss"], "Metric of the table.")
+_ENTROPY = flags.DEFINE_bool("entropy", False, "Report the mean attention entropy by length "
+                             "instead of MLM accuracy (saved as entropy.json).")
 _OVERRIDE = flags.DEFINE_multi_string(
     "model_override", [], "Evaluate with a model field changed, e.g. rope_scaling=ntk or "
     "scale=logn (only fields that do not change the parameters); saved as eval_<...>.json.")
@@ -53,6 +56,10 @@ def main(argv) -> int:
             f"{100 * r['spearman']:.2f}")
     return 0
   lengths = [int(x) for x in _LENGTHS.value] if _LENGTHS.value else None
+  if _ENTROPY.value:
+    from evaluation.runs import entropy_runs
+    print(entropy_runs(dirs, lengths=lengths, overrides=_OVERRIDE.value))
+    return 0
   print(evaluate_runs(dirs, lengths=lengths, table=_TABLE.value or len(dirs) > 1,
                       metric=_METRIC.value, overrides=_OVERRIDE.value))
   return 0

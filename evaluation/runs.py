@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 from evaluation.mlm_by_length import evaluate_workdir
@@ -64,6 +65,23 @@ def run_name(workdir: str) -> str:
     return f"{os.path.basename(os.path.normpath(workdir))} ({m.position}, {m.scale})"
   except (UserError, KeyError, AttributeError):
     return workdir
+
+
+def entropy_runs(workdirs, lengths=None, overrides=()) -> str:
+  """Mean attention entropy by length, one row per run, and log n (uniform attention)."""
+  from evaluation.entropy import entropy_workdir
+  tag = override_tag(overrides)
+  suffix = f" [{', '.join(overrides)}]" if overrides else ""
+  rows = []
+  for d in workdirs:
+    config = apply_overrides(wd.load_config(d), overrides)
+    out = os.path.join(d, f"entropy_{tag}.json" if tag else "entropy.json")
+    rows.append((run_name(d) + suffix, entropy_workdir(d, lengths, config, out)["lengths"]))
+  lengths = sorted({int(n) for _, r in rows for n in r})
+  rows.append(("log n (uniform attention)",
+               {n: {"entropy": math.log(n)} for n in lengths}))
+  return ("Mean attention entropy (nats) by evaluation length:\n" +
+          length_table(rows, metric="entropy", percent=False, digits=3))
 
 
 def evaluate_runs(workdirs, lengths=None, table: bool = True, metric: str = "accuracy",

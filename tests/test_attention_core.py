@@ -81,3 +81,29 @@ def test_unknown_names_list_valid_ones():
       _cfg(**{key: value})
   with pytest.raises(ValueError, match="does not divide"):
     _cfg(num_heads=5)
+
+
+def test_entropy_sums_match_the_formula():
+  from model.attention.softmax import entropy_sums, masked_softmax
+  logits = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 5, 7))
+  valid = jnp.array([[1, 1, 1, 1, 0, 0, 0], [0] * 7], bool)  # second sequence: no keys at all
+  mask = padding_mask(valid)
+  p = np.asarray(masked_softmax(logits, mask), np.float64)
+  sums, counts = entropy_sums(jnp.asarray(p, jnp.float32), mask)
+  want = [-(p[0, h][:, :4] * np.log(p[0, h][:, :4])).sum() for h in range(3)]
+  np.testing.assert_allclose(sums, want, rtol=1e-5)
+  np.testing.assert_array_equal(counts, [5, 5, 5])  # only the 5 rows of the first sequence
+
+
+def test_uniform_attention_has_entropy_log_n():
+  from evaluation.entropy import entropy_by_length
+  model = MlmModel(_cfg(position="none"))
+  params = model.init(jax.random.PRNGKey(0), jnp.ones((1, 8), jnp.int32), jnp.ones((1, 8), bool))
+  params = jax.tree_util.tree_map_with_path(  # zero queries: every logit 0, attention uniform
+      lambda path, x: jnp.zeros_like(x) if "query" in jax.tree_util.keystr(path) else x,
+      params["params"])
+  stream = np.random.default_rng(0).integers(5, 50, 3000).astype(np.int32)
+  res = entropy_by_length(model, params, stream, [16, 128], max_tokens=512, batch_tokens=512)
+  for n in (16, 128):
+    np.testing.assert_allclose(res[n]["entropy"], math.log(n), rtol=1e-5)
+    assert len(res[n]["per_layer"]) == 2

@@ -20,6 +20,9 @@ class AttentionInputs:
   k_pos: Array  # [k]
   causal: bool = False
   dropout: Callable[[Array], Array] = lambda p: p  # applied to attention probabilities
+  # sees the attention probabilities [b, h, q, k] before dropout (kernels that form them call
+  # it); the layer uses it to record their entropy for evaluation/entropy.py
+  observe: Callable[[Array], None] = lambda p: None
   x: Optional[Array] = None  # the layer input [b, n, width] (Synthesizer predicts logits from it)
 
 

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 
 from model.attention import get_attention
 from model.attention.base import AttentionInputs
+from model.attention.softmax import entropy_sums
 from model.masks import num_valid_keys
 from model.positions import NO_TERMS, get_position
 from model.scale import QUERY_INIT_STD, get_scale
@@ -37,8 +38,14 @@ class MultiHeadAttention(nn.Module):
         return p
       return nn.Dropout(cfg.attention_dropout, name="attention_dropout")(p, deterministic=False)
 
+    def observe(p):
+      # recorded only when the caller asks for the 'intermediates' collection (entropy eval)
+      if self.is_mutable_collection("intermediates"):
+        self.sow("intermediates", "attention_entropy", entropy_sums(p, mask))
+
     inputs = AttentionInputs(mask=mask, scale=scale, terms=terms, q_pos=positions,
-                             k_pos=positions, causal=cfg.causal, dropout=dropout, x=x)
+                             k_pos=positions, causal=cfg.causal, dropout=dropout, x=x,
+                             observe=observe)
     spec = get_attention(cfg.attention)
     if spec.module is not None:
       out = spec.module(cfg)(q, k, v, inputs)

@@ -13,6 +13,17 @@ def masked_softmax(logits, mask):
   return probs * jnp.any(mask, axis=-1, keepdims=True)
 
 
+def entropy_sums(probs, mask):
+  """Per head: (sum over real query rows of H = -sum_j p log p, number of such rows).
+
+  Sums rather than means so that batches and sequences add up exactly. 0 log 0 = 0.
+  """
+  p = probs.astype(jnp.float32)
+  h = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0), axis=-1)  # [b,h,q]
+  rows = jnp.broadcast_to(jnp.any(mask, axis=-1), h.shape).astype(jnp.float32)
+  return jnp.sum(h * rows, axis=(0, 2)), jnp.sum(rows, axis=(0, 2))
+
+
 def attention_logits(q, k, inputs):
   """Scaled logits [b, h, q, k] including every position term; q, k already rotated."""
   t = inputs.terms
@@ -33,6 +44,7 @@ def softmax_attention(q, k, v, inputs, cfg=None):
   if t.rotate is not None:
     q, k = t.rotate(q, inputs.q_pos), t.rotate(k, inputs.k_pos)
   probs = masked_softmax(attention_logits(q, k, inputs), inputs.mask)
+  inputs.observe(probs)
   probs = inputs.dropout(probs)
   out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
   if t.value_term is not None:
