@@ -7,14 +7,18 @@ reproduce the large-batch result where the naive average of micro-batch losses d
 
 Commands (from the repository root):
 
-  # the default run on the embedded synthetic paraphrase set (about 1 min on 2 CPU cores)
+  # the default run on the embedded synthetic paraphrase set (about 3 min of CPU time; 5 min
+  # wall on a 2-core machine shared with other jobs)
   python train.py --config configs/contrastive_batch.py --workdir runs/cb_default
   python evaluate.py --workdir runs/cb_default --sts synthetic
   # one point of the study: FlatNCE, effective batch 256 from micro-batches of 16, exact
   python train.py --config configs/contrastive_batch.py:loss=flatnce,batch=256,accumulation=exact \
       --workdir runs/cb_flatnce_256_exact
-  # every point (7 batch sizes x 2 losses x 3 modes x 2 seeds), one command per line
-  python -c "from configs.contrastive_batch import sweep; print(*sweep(), sep='\n')"
+  # every point (7 batch sizes x 2 losses x 3 modes x 2 seeds) in one process, resumable,
+  # then the table (mean +- std over seeds) and a plot; or one command per point
+  python -m evaluation.contrastive_study --config configs/contrastive_batch.py --root runs/cb \
+      --run --table --plot runs/cb/spearman_vs_batch.png
+  python sweep.py --config configs/contrastive_batch.py --root runs/cb --print
   # real data: supervised pairs (score >= 4) of STS-B train, starting from an MLM workdir of
   # this codebase, scored on STS-B dev (docs/results/contrastive_batch.md has the full recipe)
   python train.py --config configs/contrastive_batch.py:signal=supervised,\
@@ -28,12 +32,13 @@ Variants (combine with commas): loss=infonce|flatnce|amsoftmax, accumulation=non
 batch=N, micro=N, signal=simcse|supervised|simbert, train=synthetic|FILE,
 train_format=sts|pairs|sentences, train_split=train|dev|'', min_score=4, sts=synthetic|FILE,
 split=dev|'', init_from=MLM_WORKDIR, pooling=cls|mean|first_last_mean, projection=N,
-temperature=T, scale=S, margin=M, symmetric=true, pairing=cross|all, steps=N, lr=X, seed=N,
-max_len=N, width=N, layers=N, heads=N, dropout=P, whitening=true, smoke (a run of seconds).
+temperature=T, scale=S, margin=M, symmetric=true, pairing=cross|all, steps=N, lr=X, warmup=N,
+seed=N, max_len=N, width=N, layers=N, heads=N, dropout=P, whitening=true, smoke (a run of
+seconds).
 Any value can also be overridden with --config.a.b=value.
 
-Expected result: on the synthetic set every run ends far above the untrained encoder's
-Spearman; batch size matters little there (the task is easy). The measured CPU-scale study
+Expected result: the default run scores Spearman x100 = 63.7 on the synthetic STS set (1000
+pairs), against 29.8 for the same encoder untrained (measured: lr=0,steps=1). The CPU-scale study
 on STS-B (English and Chinese), with its honest comparison to the published numbers, is
 docs/results/contrastive_batch.md. Published (supervised SimCSE, BERT-base, STS-B dev
 Spearman x100) by batch size:
@@ -62,6 +67,7 @@ SHORTCUTS = {
     "micro": "train.micro_batch",
     "steps": "train.steps",
     "lr": "train.learning_rate",
+    "warmup": "train.warmup_steps",
     "signal": "data.signal",
     "train": "data.train",
     "train_format": "data.train_format",

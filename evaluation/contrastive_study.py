@@ -68,7 +68,10 @@ def run(config_spec: str, root: str, variants) -> None:
     spec = ",".join(x for x in (base, v) if x)
     parse(spec)
     print(f"[{i + 1}/{len(variants)}] {workdir} <- {spec}", file=sys.stderr, flush=True)
-    _, evals = contrastive.train(load_config_file(f"{path}:{spec}"), workdir, progress=False)
+    result, evals = contrastive.train(load_config_file(f"{path}:{spec}"), workdir,
+                                      progress=False)
+    if result.interrupted:  # SIGTERM: the checkpoint is saved; the same command resumes
+      return
     print(f"  Spearman x100 {100 * evals['spearman']:.2f}", file=sys.stderr, flush=True)
 
 
@@ -121,6 +124,20 @@ def table(cells) -> str:
   return "\n".join(lines)
 
 
+def mode_agreement(rows, a: str = "none", b: str = "exact") -> str:
+  """Largest |Spearman(a) - Spearman(b)| over runs with the same loss, batch and seed (where
+  the batch exceeds the micro-batch, so that the two modes really are different programs)."""
+  by = {(r["loss"], r["mode"], r["batch"], r["seed"]): r["spearman"] for r in rows}
+  diffs = [(abs(v - by[(l, b, n, s)]), l, n, s) for (l, m, n, s), v in by.items()
+           if m == a and (l, b, n, s) in by and n > next(r["micro"] for r in rows)]
+  if not diffs:
+    return f"no runs with both accumulation={a} and accumulation={b}"
+  worst = max(diffs)
+  return (f"accumulation={a} vs {b}: {len(diffs)} paired runs (same loss, batch, seed), largest "
+          f"|difference| {worst[0]:.3f} Spearman points ({worst[1]}, batch {worst[2]}, seed "
+          f"{worst[3]})")
+
+
 def plot(cells, path: str, title: str) -> None:
   import matplotlib
   matplotlib.use("Agg")
@@ -138,6 +155,8 @@ def plot(cells, path: str, title: str) -> None:
       ax.errorbar(xs, [ms[0] for _, ms in pts], yerr=[ms[1] for _, ms in pts], color=color,
                   marker=marker, linestyle=line, capsize=3, label=f"accumulation={mode}")
     ax.set_xscale("log", base=2)
+    ticks = sorted({k[2] for k in cells})
+    ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.set_xlabel("batch size (examples)")
     ax.set_title(f"{title}: {loss}")
     ax.grid(alpha=0.3)
@@ -176,9 +195,12 @@ def main() -> int:
                       args.modes.split(",") if args.modes else None, _ints(args.seeds))
       run(args.config, args.root, chosen)
     if args.table or args.plot:
-      cells = aggregate(collect(args.root))
+      rows = collect(args.root)
+      cells = aggregate(rows)
       if args.table:
         print(table(cells))
+        print()
+        print(mode_agreement(rows))
       if args.plot:
         plot(cells, args.plot, args.title)
   except UserError as e:

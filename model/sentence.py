@@ -64,8 +64,8 @@ class SentenceEncoder(nn.Module):
   def encode(self, tokens, valid, deterministic: bool = True, segment_ids=None,
              project: bool = True):
     """(embeddings [b, D], final hidden states [b, n, width])."""
-    unilm = {} if segment_ids is None else {"segment_ids": segment_ids}  # SimBERT's mask
-    final, layers = self.encoder(tokens, valid, deterministic, return_layers=True, **unilm)
+    final, layers = self.encoder(tokens, valid, deterministic, segment_ids=segment_ids,
+                                 return_layers=True)
     pooled = get_pooling(self.pooling)(final, layers, valid)
     if self.projection and project:
       pooled = jnp.tanh(self.project(pooled))

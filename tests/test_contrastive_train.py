@@ -96,7 +96,7 @@ def test_init_from_an_mlm_workdir_loads_its_encoder(tmp_path):
   ckpt.save(3, TrainState.create(params, make_optimizer(mlm_cfg.train)), force=True)
   ckpt.close()
 
-  config = _config(f"smoke,init_from={mlm_dir},projection=8")
+  config = _config(f"smoke,init_from={mlm_dir},projection=8,signal=simbert,pairing=all")
   contrastive.check_config(config)
   run_dir = str(tmp_path / "run")
   os.makedirs(run_dir)
@@ -108,4 +108,7 @@ def test_init_from_an_mlm_workdir_loads_its_encoder(tmp_path):
   merged = contrastive.merge_pretrained(fresh, pretrained)
   same = jax.tree_util.tree_map(np.array_equal, merged["encoder"], params["encoder"])
   assert all(jax.tree_util.tree_leaves(same))
+  for name in ("head_dense", "head_norm", "output_bias"):  # simbert keeps the MLM head too
+    assert all(jax.tree_util.tree_leaves(jax.tree_util.tree_map(
+        np.array_equal, merged[name], params[name])))
   assert "project" in merged and "project" not in params  # the projection starts fresh

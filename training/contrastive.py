@@ -52,19 +52,12 @@ def init_params(model: SentenceEncoder, key, length: int):
 
 
 def restore_params(workdir: str, init_fn, train_cfg):
-  """(step, params) of a workdir's latest checkpoint; init_fn() gives the parameter shapes."""
-  from training.checkpoint import Checkpointer, abstract
-  from training.optimizer import make_optimizer
-  from training.state import TrainState
-  ckpt = Checkpointer(workdir, async_save=False)
-  try:
-    restored = ckpt.restore(abstract(jax.eval_shape(
-        lambda: TrainState.create(init_fn(), make_optimizer(train_cfg)))))
-  finally:
-    ckpt.close()
+  """(step, params) of a workdir's latest checkpoint; refused if it has none."""
+  from training.checkpoint import restore_params as restore
+  restored = restore(workdir, init_fn, train_cfg)
   if restored is None:
     raise UserError(f"{workdir!r} has no checkpoint; train it first")
-  return restored[0], restored[1].params
+  return restored
 
 
 # ---------------------------------------------------------------------------------------------
