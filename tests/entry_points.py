@@ -1,11 +1,20 @@
 """Running the user-facing scripts (train.py, evaluate.py, ...) in a subprocess, as a user would."""
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, JAX_PLATFORMS="cpu")
+# Subprocesses share one persistent compilation cache (per test session), so the many runs of
+# the same smoke config compile once.
+CACHE = tempfile.mkdtemp(prefix="jax-cache-")
+atexit.register(shutil.rmtree, CACHE, ignore_errors=True)
+ENV = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=CACHE,
+           JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+           JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
 
 
 def command(script, *args):
