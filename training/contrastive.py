@@ -52,7 +52,7 @@ def init_params(model: SentenceEncoder, key, length: int):
 
 
 def restore_params(workdir: str, init_fn, train_cfg):
-  """(step, params) of a workdir's latest checkpoint; refused if it has none."""
+  """(step, params) of a workdir's newest checkpoint (training/checkpoint.py), or a user error."""
   from training.checkpoint import restore_params as restore
   restored = restore(workdir, init_fn, train_cfg)
   if restored is None:
