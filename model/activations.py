@@ -13,8 +13,13 @@ GELU_SIGMOID_C = 1.702
 
 
 def gelu(x):
-  """Exact x * Phi(x)."""
-  return jax.nn.gelu(x, approximate=False)
+  """Exact x * Phi(x) = x (1 + erf(x / sqrt 2)) / 2.
+
+  Through erf rather than jax.nn.gelu's erfc: XLA's CPU erfc has branches and an exp and made
+  the activation 6% of the default train step; erf is one rational polynomial. They differ
+  by < 1e-6 in absolute value (tests/test_gelu.py).
+  """
+  return 0.5 * x * (1.0 + jax.lax.erf(x * (1.0 / math.sqrt(2.0))))
 
 
 def gelu_tanh(x):

@@ -8,6 +8,7 @@ from model.activations import get_activation
 from model.attention import get_attention
 from model.attention.layer import MultiHeadAttention
 from model.config import ModelConfig
+from model.dropout import Dropout
 from model.masks import causal_mask, padding_mask, unilm_mask, window_mask
 from model.positions import get_position
 
@@ -27,7 +28,7 @@ class Mlp(nn.Module):
     dtype = jnp.dtype(cfg.dtype)
     y = nn.Dense(cfg.mlp_dim, dtype=dtype, name="fc1")(x)
     y = get_activation(cfg.activation)(y)
-    y = nn.Dropout(cfg.dropout)(y, deterministic=deterministic)
+    y = Dropout(cfg.dropout)(y, deterministic=deterministic)
     return nn.Dense(cfg.width, dtype=dtype, name="fc2")(y)
 
 
@@ -38,7 +39,7 @@ class Block(nn.Module):
   def __call__(self, x, mask, positions, deterministic: bool = True):
     cfg = self.cfg
     norm = lambda name: NORMS[cfg.norm](dtype=jnp.dtype(cfg.dtype), name=name)
-    drop = lambda y: nn.Dropout(cfg.dropout)(y, deterministic=deterministic)
+    drop = lambda y: Dropout(cfg.dropout)(y, deterministic=deterministic)
     attn = lambda y: MultiHeadAttention(cfg, name="attention")(y, mask, positions, deterministic)
     mlp = lambda y: Mlp(cfg, name="mlp")(y, deterministic)
     if cfg.norm == "post":
@@ -60,7 +61,7 @@ class Encoder(nn.Module):
     self.position_embed = absolute(cfg) if absolute else None
     # post-LN normalises the embeddings (BERT); pre-norm normalises the output instead
     self.final_norm = NORMS[cfg.norm](dtype=jnp.dtype(cfg.dtype))
-    self.dropout = nn.Dropout(cfg.dropout)
+    self.dropout = Dropout(cfg.dropout)
     # remat recomputes each block's activations in the backward pass (memory for time);
     # argument 4 (deterministic) is a Python bool, so it must be static.
     block = nn.remat(Block, static_argnums=(4,)) if cfg.remat else Block

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from model.attention import get_attention
 from model.attention.base import AttentionInputs
 from model.attention.softmax import entropy_sums
+from model.dropout import Dropout
 from model.masks import num_valid_keys
 from model.positions import NO_TERMS, get_position
 from model.scale import QUERY_INIT_STD, get_scale
@@ -36,7 +37,7 @@ class MultiHeadAttention(nn.Module):
     def dropout(p):
       if cfg.attention_dropout == 0.0 or deterministic:
         return p
-      return nn.Dropout(cfg.attention_dropout, name="attention_dropout")(p, deterministic=False)
+      return Dropout(cfg.attention_dropout, name="attention_dropout")(p, deterministic=False)
 
     def observe(p):
       # recorded only when the caller asks for the 'intermediates' collection (entropy eval)

@@ -44,8 +44,12 @@ def apply_rope(x, positions, *, base: float = 10000.0, layout: str = "interleave
   cos, sin = jnp.cos(ang), jnp.sin(ang)
   xf = x.astype(jnp.float32)
   if layout == "interleaved":
-    x1, x2 = xf[..., 0::2], xf[..., 1::2]
-    out = jnp.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1).reshape(xf.shape)
+    # x * cos + swap(x) * (-sin, sin) with swap(x0, x1) = (x1, x0): one elementwise fusion.
+    # (Rotating strided slices and stacking them costs a materialised copy per q and k.)
+    cos2 = jnp.repeat(cos, 2, axis=-1)
+    sin2 = jnp.stack([-sin, sin], axis=-1).reshape(cos2.shape)
+    swapped = xf.reshape(xf.shape[:-1] + (d // 2, 2))[..., ::-1].reshape(xf.shape)
+    out = xf * cos2 + swapped * sin2
   elif layout == "half":
     x1, x2 = xf[..., : d // 2], xf[..., d // 2:]
     out = jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
