@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 from model.activations import get_activation
 from model.attention import get_attention
@@ -72,7 +73,8 @@ class Encoder(nn.Module):
     """return_layers: also return every block's output (first-last-mean pooling needs them)."""
     cfg = self.cfg
     n = tokens.shape[1]
-    positions = jnp.arange(n)
+    # static (numpy): position tables (RoPE's cos/sin, sinusoids) become compile-time constants
+    positions = np.arange(n)
     x = self.token_embed(tokens).astype(jnp.dtype(cfg.dtype))
     if self.position_embed is not None:
       x = self.position_embed(x, positions)

@@ -53,3 +53,19 @@ def test_angles_match_formula():
   y = apply_rope(x, jnp.arange(4))[0, m, 0]
   theta = 10000.0 ** (-2 * 1 / d)
   np.testing.assert_allclose(y[2:4], [np.cos(m * theta), np.sin(m * theta)], rtol=1e-6)
+
+
+def test_static_positions_give_the_same_rotation():
+  # the encoder passes numpy positions (constant tables, angles in float64); anything else
+  # takes the traced float32 path. Both against a float64 per-pair rotation:
+  n, d = 3000, 32
+  x = np.asarray(jax.random.normal(jax.random.PRNGKey(2), (1, n, 1, d)), np.float64)
+  ang = np.arange(n)[:, None] * 10000.0 ** (-np.arange(0, d, 2) / d)  # [n, d/2]
+  x0, x1 = x[0, :, 0, 0::2], x[0, :, 0, 1::2]
+  want = np.stack([x0 * np.cos(ang) - x1 * np.sin(ang), x0 * np.sin(ang) + x1 * np.cos(ang)],
+                  axis=-1).reshape(n, d)
+  xf = jnp.asarray(x, jnp.float32)
+  static = np.asarray(apply_rope(xf, np.arange(n)))[0, :, 0]
+  traced = np.asarray(jax.jit(apply_rope)(xf, jnp.arange(n)))[0, :, 0]
+  assert np.max(np.abs(static - want)) < 2e-6  # float32 rounding of the result only
+  assert np.max(np.abs(traced - want)) < 1e-3  # plus float32 angles m * theta at m < 3000
