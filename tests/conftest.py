@@ -1,6 +1,8 @@
 """Test configuration: run from the repository root, on the CPU, with float32 matmuls."""
 import os
+import shutil
 import sys
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -10,3 +12,20 @@ if ROOT not in sys.path:
 import jax  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+# The entry-point tests run train.py / evaluate.py in subprocesses; they share one persistent
+# compilation cache for the session (tests/entry_points.py). Made here, in the controlling
+# process, so that parallel workers (pytest -n 2) inherit the same directory.
+CACHE_VAR = "ATTENTION_LAB_TEST_JAX_CACHE"
+
+
+def pytest_configure(config):
+  if not hasattr(config, "workerinput") and CACHE_VAR not in os.environ:
+    config._jax_cache = os.environ[CACHE_VAR] = tempfile.mkdtemp(prefix="jax-cache-")
+
+
+def pytest_unconfigure(config):
+  cache = getattr(config, "_jax_cache", None)
+  if cache:
+    shutil.rmtree(cache, ignore_errors=True)
+    os.environ.pop(CACHE_VAR, None)

@@ -8,10 +8,12 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Subprocesses share one persistent compilation cache (per test session), so the many runs of
-# the same smoke config compile once.
-CACHE = tempfile.mkdtemp(prefix="jax-cache-")
-atexit.register(shutil.rmtree, CACHE, ignore_errors=True)
+# Subprocesses share one persistent compilation cache (per test session, made by conftest.py),
+# so the many runs of the same smoke config compile once.
+CACHE = os.environ.get("ATTENTION_LAB_TEST_JAX_CACHE")
+if not CACHE:  # imported outside a pytest session
+  CACHE = tempfile.mkdtemp(prefix="jax-cache-")
+  atexit.register(shutil.rmtree, CACHE, ignore_errors=True)
 ENV = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=CACHE,
            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
            JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")

