@@ -21,15 +21,16 @@ NORMS = {
 
 
 class Mlp(nn.Module):
+  """dense, activation, dense. No dropout inside: as in BERT and RoFormer, dropout acts on the
+  sublayer's output (Block), not on the 4x-wide hidden activation."""
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x, deterministic: bool):
+  def __call__(self, x):
     cfg = self.cfg
     dtype = jnp.dtype(cfg.dtype)
     y = nn.Dense(cfg.mlp_dim, dtype=dtype, name="fc1")(x)
     y = get_activation(cfg.activation)(y)
-    y = Dropout(cfg.dropout)(y, deterministic=deterministic)
     return nn.Dense(cfg.width, dtype=dtype, name="fc2")(y)
 
 
@@ -42,7 +43,7 @@ class Block(nn.Module):
     norm = lambda name: NORMS[cfg.norm](dtype=jnp.dtype(cfg.dtype), name=name)
     drop = lambda y: Dropout(cfg.dropout)(y, deterministic=deterministic)
     attn = lambda y: MultiHeadAttention(cfg, name="attention")(y, mask, positions, deterministic)
-    mlp = lambda y: Mlp(cfg, name="mlp")(y, deterministic)
+    mlp = lambda y: Mlp(cfg, name="mlp")(y)
     if cfg.norm == "post":
       x = norm("attention_norm")(x + drop(attn(x)))
       return norm("mlp_norm")(x + drop(mlp(x)))
