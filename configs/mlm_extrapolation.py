@@ -6,7 +6,7 @@ the training length, where the standard 1/sqrt(d) scale decays?
 
 Commands (from the repository root):
 
-  # one run, RoPE + log-n scale, on the embedded synthetic corpus (7-8 min on 2 idle CPU cores)
+  # one run, RoPE + log-n scale, on the embedded synthetic corpus (5.5 min on 2 idle CPU cores)
   python train.py --config configs/mlm_extrapolation.py --workdir runs/rope_logn
   # its standard-scale twin, then the table of both
   python train.py --config configs/mlm_extrapolation.py:scale=standard --workdir runs/rope_std
@@ -26,11 +26,12 @@ batch=N, length=N, lengths=64+128+256, smoke (a run of seconds, for tests).
 Any value can also be overridden with --config.a.b=value.
 
 Expected result: the quickstart run (RoPE + log-n, synthetic corpus, 800 steps) takes about
-7-8 minutes on an idle 2-core CPU (the default model trains at ~4,000 tokens/s there). A
-shorter run of the same model (steps=300, 30 warmup steps) measured 49.1 / 45.2 / 41.2% MLM
-accuracy at 64 / 256 / 1024. docs/results/mlm_extrapolation.md has the measured
-standard-vs-log-n tables (on the Chinese novel the post's gap did not reproduce at an 800-step
-budget: see there why). The post's table (MLM accuracy %, RoFormer-small trained at 64):
+5.5 minutes on an idle 2-core CPU (the default model trains at ~5,700 tokens/s there) and
+reaches about 66% MLM accuracy at 64 and 54-65% at 1024 depending on the seed.
+docs/results/mlm_extrapolation.md has the measured standard-vs-log-n tables (three seeds on
+the synthetic corpus: log-n ahead by 0.2-0.7 points on average, but within the seed spread;
+on the Chinese novel the post's gap did not reproduce at an 800-step budget: see there why).
+The post's table (MLM accuracy %, RoFormer-small trained at 64):
 
   | n        | 64    | 128   | 256   | 512   | 1024  |
   |----------|-------|-------|-------|-------|-------|
