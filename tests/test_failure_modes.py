@@ -155,3 +155,23 @@ def test_bad_data_is_refused_with_file_and_position(tmp_path, make, needles):
   corpus = make(tmp_path)
   p = train(str(tmp_path / "run"), variant=f"{SMOKE},corpus={corpus}", check=False)
   assert_one_line_error(p, *needles)
+
+
+def test_mid_run_checkpoint_holds_its_own_step(tmp_path, reference):
+  # the checkpoint at step 9, written asynchronously while the run went on to step 12, must
+  # hold exactly what a run stopped at step 9 holds: the state and the partial logging window
+  w = str(tmp_path / "run")
+  train(w, "--config.train.steps=12", "--stop_after=9")
+  assert checkpoint_steps(w)[-1] == 9 and 9 in checkpoint_steps(reference)
+  read = lambda d: json.load(open(os.path.join(d, "checkpoints", "9", "meta", "metadata")))
+  assert read(w) == read(reference)
+  # the state too (restored through orbax, compared leaf by leaf)
+  import numpy as np
+  import orbax.checkpoint as ocp
+  from jax.tree_util import tree_leaves
+
+  def state(d):
+    manager = ocp.CheckpointManager(os.path.join(d, "checkpoints"))
+    return tree_leaves(manager.restore(9, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore()))["state"])
+  assert all(np.array_equal(a, b) for a, b in zip(state(w), state(reference)))

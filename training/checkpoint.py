@@ -7,6 +7,7 @@ with a warning in favour of the one before it.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -30,8 +31,11 @@ class Checkpointer:
   def save(self, step: int, state, meta: dict | None = None, force: bool = False) -> None:
     if step in (self.manager.all_steps() or []):
       return
+    # The save is asynchronous and the caller goes on (the training loop keeps adding to its
+    # logging sums): snapshot the metadata now, or the file gets a later step's values.
+    meta = json.loads(json.dumps(meta or {}))
     self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta or {})), force=force)
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=force)
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
