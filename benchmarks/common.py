@@ -32,9 +32,9 @@ def matmul_peak_flops(n: int = 2048, dtype=jnp.float32) -> float:
   return 2 * n ** 3 / best_time(f, a, b)
 
 
-def compiled_flops(jitted, *args) -> float:
-  """FLOPs of one call according to XLA's cost analysis of the compiled executable."""
-  cost = jitted.lower(*args).compile().cost_analysis()
+def compiled_flops(compiled) -> float:
+  """FLOPs of one call according to XLA's cost analysis of a compiled executable."""
+  cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):
     cost = cost[0]
   return float(cost.get("flops", 0.0))

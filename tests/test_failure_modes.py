@@ -10,6 +10,9 @@ import signal
 import subprocess
 import time
 
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from entry_points import ENV, ROOT, checkpoint_steps, command, run
 from entry_points import metric_rows as rows
@@ -163,15 +166,12 @@ def test_mid_run_checkpoint_holds_its_own_step(tmp_path, reference):
   w = str(tmp_path / "run")
   train(w, "--config.train.steps=12", "--stop_after=9")
   assert checkpoint_steps(w)[-1] == 9 and 9 in checkpoint_steps(reference)
-  read = lambda d: json.load(open(os.path.join(d, "checkpoints", "9", "meta", "metadata")))
-  assert read(w) == read(reference)
-  # the state too (restored through orbax, compared leaf by leaf)
-  import numpy as np
-  import orbax.checkpoint as ocp
-  from jax.tree_util import tree_leaves
 
-  def state(d):
-    manager = ocp.CheckpointManager(os.path.join(d, "checkpoints"))
-    return tree_leaves(manager.restore(9, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore()))["state"])
-  assert all(np.array_equal(a, b) for a, b in zip(state(w), state(reference)))
+  def saved(d):  # (metadata, state leaves) of checkpoint 9, read through orbax
+    restored = ocp.CheckpointManager(os.path.join(d, "checkpoints")).restore(
+        9, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+    return restored["meta"], jax.tree_util.tree_leaves(restored["state"])
+
+  (meta, leaves), (ref_meta, ref_leaves) = saved(w), saved(reference)
+  assert meta == ref_meta
+  assert all(np.array_equal(a, b) for a, b in zip(leaves, ref_leaves))

@@ -30,28 +30,21 @@ LAYOUTS = ("interleaved", "half")
 SCALINGS = ("none", "pi", "ntk", "rerope")
 
 
-def rope_angles(positions, head_dim: int, base: float = 10000.0):
-  """[n] positions (int, or float for PI) -> [n, d/2] angles m * theta_t, in float32."""
-  if head_dim % 2:
-    raise ConfigError(f"RoPE needs an even head dimension, got {head_dim}")
-  inv_freq = base ** (-jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
-  return positions.astype(jnp.float32)[..., None] * inv_freq
-
-
 def rope_cos_sin(positions, head_dim: int, base: float = 10000.0):
-  """cos and sin of rope_angles, [..., n, d/2].
+  """cos and sin of the angles m * theta_t, theta_t = base^(-2t/d): [..., n, d/2] float32.
 
   Static positions (a numpy array: the encoder's 0..n-1) give constant tables computed here
   in float64. Inside a jitted step, traced tables would be fused into the rotation and their
   cos and sin recomputed for every element of q and k (~5% of the default train step).
+  Traced positions (float for PI) take the float32 path.
   """
+  if head_dim % 2:
+    raise ConfigError(f"RoPE needs an even head dimension, got {head_dim}")
+  inv_freq = float(base) ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
   if isinstance(positions, np.ndarray):
-    if head_dim % 2:
-      raise ConfigError(f"RoPE needs an even head dimension, got {head_dim}")
-    inv_freq = float(base) ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
     ang = positions.astype(np.float64)[..., None] * inv_freq
     return np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
-  ang = rope_angles(positions, head_dim, base)
+  ang = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq, jnp.float32)
   return jnp.cos(ang), jnp.sin(ang)
 
 
