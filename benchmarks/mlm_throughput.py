@@ -26,6 +26,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.common import best_time, compiled_flops, describe_machine, matmul_peak_flops  # noqa: E402,E501
+from utils.host_memory import keep_freed_host_memory  # noqa: E402
 
 
 def matmul_flops(m, batch: int, length: int, predictions: int, vocab_size: int) -> float:
@@ -97,12 +98,22 @@ def measure(config, length: int, batch: int, vocab_size: int):
     return m["loss"]
 
   seconds = best_time(run, repeats=7, min_time=1.5)  # a step is ~0.4 s: several per round
+  faults = page_faults_per_call(run)
   from data.mlm import num_predictions
   model_flops = matmul_flops(config.model, batch, length,
                              num_predictions(length, config.data.mask_rate), vocab_size)
   block_flops = matmul_flops(config.model, batch, length, 0, vocab_size)
   floors = [block_flops / bare_block_seconds(config.model, batch, length, e) for e in (False, True)]
-  return batch * length / seconds, model_flops / seconds, flops / seconds, floors
+  return batch * length / seconds, model_flops / seconds, flops / seconds, floors, faults
+
+
+def page_faults_per_call(fn, calls: int = 5) -> float:
+  """Minor page faults per call once warm: memory the kernel maps and zeroes afresh each step."""
+  import resource
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  for _ in range(calls):
+    jax.block_until_ready(fn())
+  return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
 
 
 def main() -> int:
@@ -114,6 +125,7 @@ def main() -> int:
                  "synthetic corpus's 128 symbols + 5 specials)")
   p.add_argument("--out", default="")
   args = p.parse_args()
+  kept = keep_freed_host_memory()  # as the entry points do: measure what train.py runs
   from utils.cli import load_config_file
   config = load_config_file(args.config)
   start = time.time()
@@ -131,18 +143,20 @@ def main() -> int:
       f"f32 matmul peak (2048^3, best of the two measurements): {peak / 1e9:.1f} GFLOP/s",
       "",
       "| train length | ms / step | tokens/s | model GFLOP/s | ratio to matmul peak | "
-      "XLA-counted GFLOP/s (ratio) | same products alone | + softmax, GELU, norms |",
-      "|---|---|---|---|---|---|---|---|",
+      "XLA-counted GFLOP/s (ratio) | same products alone | + softmax, GELU, norms | "
+      "page faults / step |",
+      "|---|---|---|---|---|---|---|---|---|",
   ]
-  for n, tok_s, model_s, xla_s, (bare, block) in rows:
+  for n, tok_s, model_s, xla_s, (bare, block), faults in rows:
     lines.append(f"| {n} | {1e3 * args.batch * n / tok_s:.0f} | {tok_s:.0f} | {model_s / 1e9:.1f} "
                  f"| **{100 * model_s / peak:.0f}%** | {xla_s / 1e9:.1f} "
                  f"({100 * xla_s / peak:.0f}%) | {100 * bare / peak:.0f}% | "
-                 f"{100 * block / peak:.0f}% |")
+                 f"{100 * block / peak:.0f}% | {faults:.0f} |")
   lines += ["", "The last two columns are the ratio to the peak of stand-ins with the same matrix "
             "products and no other work, then with a minimal BERT block's softmax, GELU and "
             "parameter-free norms (bare_block_seconds): what XLA's CPU backend reaches on these "
-            "shapes, measured in the same process."]
+            "shapes, measured in the same process. Freed host memory kept for reuse "
+            f"(utils/host_memory.py): {'yes' if kept else 'no'}."]
   lines += ["", f"Machine: {describe_machine()}. Wall time {time.time() - start:.0f} s."]
   text = "\n".join(lines)
   print(text)

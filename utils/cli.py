@@ -70,6 +70,9 @@ def _check_override_path(config, dotted: str) -> None:
 def run_main(main) -> None:
   from absl import app
 
+  from utils.host_memory import keep_freed_host_memory
+  keep_freed_host_memory()  # before JAX starts its threads; ~18% of a CPU train step
+
   def wrapped(argv):
     _quiet_logs()
     try:
