@@ -163,7 +163,13 @@ def main() -> int:
   if args.out:
     from utils.files import atomic_write_text
     cmd = "python benchmarks/mlm_throughput.py " + " ".join(sys.argv[1:])
-    atomic_write_text(args.out, f"# MLM training throughput\n\nCommand: `{cmd}`\n\n{text}\n")
+    reading = ""  # the page's written analysis, from '## Reading' on, survives a re-run
+    if os.path.exists(args.out):
+      with open(args.out) as f:
+        old = f.read()
+      reading = old[old.index("\n## Reading"):] if "\n## Reading" in old else ""
+    atomic_write_text(args.out,
+                      f"# MLM training throughput\n\nCommand: `{cmd}`\n\n{text}\n{reading}")
   return 0
 
 
