@@ -29,9 +29,14 @@ class Mlp(nn.Module):
   def __call__(self, x):
     cfg = self.cfg
     dtype = jnp.dtype(cfg.dtype)
-    y = nn.Dense(cfg.mlp_dim, dtype=dtype, name="fc1")(x)
+    # Tokens as rows of one matrix: XLA:CPU computes the weight gradient of a Dense applied to
+    # [b, n, d] (contracting over b and n) by first copying the 4x-wide hidden gradient into a
+    # transposed layout; on [b*n, d] it is one product with no copy. Same parameters, same
+    # math; 11-15% of the default CPU train step (benchmarks/mlm_throughput.py).
+    lead = x.shape[:-1]
+    y = nn.Dense(cfg.mlp_dim, dtype=dtype, name="fc1")(x.reshape(-1, x.shape[-1]))
     y = get_activation(cfg.activation)(y)
-    return nn.Dense(cfg.width, dtype=dtype, name="fc2")(y)
+    return nn.Dense(cfg.width, dtype=dtype, name="fc2")(y).reshape(*lead, cfg.width)
 
 
 class Block(nn.Module):
