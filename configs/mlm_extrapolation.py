@@ -6,7 +6,7 @@ the training length, where the standard 1/sqrt(d) scale decays?
 
 Commands (from the repository root):
 
-  # one run, RoPE + log-n scale, on the embedded synthetic corpus (5.5 min on 2 idle CPU cores)
+  # one run, RoPE + log-n scale, on the embedded synthetic corpus (4.5 min on 2 idle CPU cores)
   python train.py --config configs/mlm_extrapolation.py --workdir runs/rope_logn
   # its standard-scale twin, then the table of both
   python train.py --config configs/mlm_extrapolation.py:scale=standard --workdir runs/rope_std
@@ -26,7 +26,7 @@ batch=N, length=N, lengths=64+128+256, smoke (a run of seconds, for tests).
 Any value can also be overridden with --config.a.b=value.
 
 Expected result: the quickstart run (RoPE + log-n, synthetic corpus, 800 steps) takes about
-5 minutes on an idle 2-core CPU (4.8 measured; the default model trains at ~6,800 tokens/s) and
+4.5 minutes on an idle 2-core CPU (4.3 measured; the default model trains at ~7,500 tokens/s) and
 reaches about 66% MLM accuracy at 64 and 54-65% at 1024 depending on the seed.
 docs/results/mlm_extrapolation.md has the measured standard-vs-log-n tables (three seeds on
 the synthetic corpus: log-n ahead by 0.2-0.7 points on average, but within the seed spread;
