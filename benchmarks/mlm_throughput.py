@@ -107,13 +107,18 @@ def measure(config, length: int, batch: int, vocab_size: int):
   return batch * length / seconds, model_flops / seconds, flops / seconds, floors, faults
 
 
-def page_faults_per_call(fn, calls: int = 5) -> float:
-  """Minor page faults per call once warm: memory the kernel maps and zeroes afresh each step."""
+def page_faults_per_call(fn, calls: int = 7) -> float:
+  """Minor page faults of the median call once warm: memory the kernel maps and zeroes afresh
+  every step. (The median, because the heap may grow once by a whole scratch block, when a
+  step allocates its block before the previous step's is freed: a one-off, not a per-step cost.)
+  """
   import resource
-  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  faults = []
   for _ in range(calls):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     jax.block_until_ready(fn())
-  return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+  return float(np.median(faults))
 
 
 def main() -> int:
@@ -144,7 +149,7 @@ def main() -> int:
       "",
       "| train length | ms / step | tokens/s | model GFLOP/s | ratio to matmul peak | "
       "XLA-counted GFLOP/s (ratio) | same products alone | + softmax, GELU, norms | "
-      "page faults / step |",
+      "page faults, median step |",
       "|---|---|---|---|---|---|---|---|---|",
   ]
   for n, tok_s, model_s, xla_s, (bare, block), faults in rows:

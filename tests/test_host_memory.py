@@ -25,11 +25,12 @@ f = jax.jit(lambda a, b, c: jnp.tanh(a @ b) @ c).lower(a, b, c).compile()
 temp = f.memory_analysis().temp_size_in_bytes
 for _ in range(10):
   f(a, b, c).block_until_ready()
-calls, before = 10, resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(calls):
+faults = []
+for _ in range(11):
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   f(a, b, c).block_until_ready()
-faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
-print(json.dumps({{"kept": kept, "faults": faults, "temp": temp}}))
+  faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({{"kept": kept, "faults": sorted(faults)[5], "temp": temp}}))
 """
 _PAGES = 4096 * 4096 * 4 // 4096
 
@@ -48,7 +49,9 @@ def test_scratch_block_is_reused_not_refaulted():
   if not kept["kept"]:
     pytest.skip("not glibc on Linux: the settings do not apply")
   assert kept["temp"] >= 4096 * 4096 * 4, kept  # the probe does need its 64 MiB scratch block
-  # warm: the block comes from the retained heap; re-faulting it would cost ~16k faults a call
+  # warm: the block comes from the retained heap; re-faulting it would cost ~16k faults a call.
+  # (The median call: on a loaded machine the heap sometimes grows by one more block, when a
+  # call allocates its scratch before the previous call's is freed; that is once, not a call.)
   assert kept["faults"] < _PAGES / 8, (kept, off)
   # the switch restores glibc's default (the block a fresh mapping each call), unless
   # transparent huge pages are 'always' on, which makes it ~32 faults of 2 MiB instead
