@@ -109,8 +109,9 @@ def measure(config, length: int, batch: int, vocab_size: int):
 
 def page_faults_per_call(fn, calls: int = 7) -> float:
   """Minor page faults of the median call once warm: memory the kernel maps and zeroes afresh
-  every step. (The median, because the heap may grow once by a whole scratch block, when a
-  step allocates its block before the previous step's is freed: a one-off, not a per-step cost.)
+  every step. (The median, because the heap may grow once by a whole scratch block, most
+  likely when a step allocates its block before the previous step's is freed: a one-off, not
+  a per-step cost.)
   """
   import resource
   faults = []

@@ -50,8 +50,8 @@ def test_scratch_block_is_reused_not_refaulted():
     pytest.skip("not glibc on Linux: the settings do not apply")
   assert kept["temp"] >= 4096 * 4096 * 4, kept  # the probe does need its 64 MiB scratch block
   # warm: the block comes from the retained heap; re-faulting it would cost ~16k faults a call.
-  # (The median call: on a loaded machine the heap sometimes grows by one more block, when a
-  # call allocates its scratch before the previous call's is freed; that is once, not a call.)
+  # (The median call: on a loaded machine the heap sometimes grows by one more block, likely
+  # when a call allocates its scratch before the previous call's is freed: once, not a call.)
   assert kept["faults"] < _PAGES / 8, (kept, off)
   # the switch restores glibc's default (the block a fresh mapping each call), unless
   # transparent huge pages are 'always' on, which makes it ~32 faults of 2 MiB instead
