@@ -7,6 +7,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def best_time(fn, *args, repeats: int = 5, min_time: float = 0.5):
@@ -22,6 +23,21 @@ def best_time(fn, *args, repeats: int = 5, min_time: float = 0.5):
         break
     best = min(best, (time.perf_counter() - start) / n)
   return best
+
+
+def page_faults_per_call(fn, calls: int = 7) -> float:
+  """Minor page faults of the median call once warm: memory the kernel maps and zeroes afresh
+  every step. (The median, because the heap may grow once by a whole scratch block, most
+  likely when a step allocates its block before the previous step's is freed: a one-off, not
+  a per-step cost.)
+  """
+  import resource  # Unix only; the other helpers work anywhere
+  faults = []
+  for _ in range(calls):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    jax.block_until_ready(fn())
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+  return float(np.median(faults))
 
 
 def matmul_peak_flops(n: int = 2048, dtype=jnp.float32) -> float:

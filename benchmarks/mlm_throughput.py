@@ -25,7 +25,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.common import best_time, compiled_flops, describe_machine, matmul_peak_flops  # noqa: E402,E501
+from benchmarks.common import (best_time, compiled_flops, describe_machine,  # noqa: E402
+                               matmul_peak_flops, page_faults_per_call)
 from utils.host_memory import keep_freed_host_memory  # noqa: E402
 
 
@@ -105,21 +106,6 @@ def measure(config, length: int, batch: int, vocab_size: int):
   block_flops = matmul_flops(config.model, batch, length, 0, vocab_size)
   floors = [block_flops / bare_block_seconds(config.model, batch, length, e) for e in (False, True)]
   return batch * length / seconds, model_flops / seconds, flops / seconds, floors, faults
-
-
-def page_faults_per_call(fn, calls: int = 7) -> float:
-  """Minor page faults of the median call once warm: memory the kernel maps and zeroes afresh
-  every step. (The median, because the heap may grow once by a whole scratch block, most
-  likely when a step allocates its block before the previous step's is freed: a one-off, not
-  a per-step cost.)
-  """
-  import resource
-  faults = []
-  for _ in range(calls):
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    jax.block_until_ready(fn())
-    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-  return float(np.median(faults))
 
 
 def main() -> int:

@@ -15,7 +15,7 @@ from tests.conftest import ROOT
 # One jitted call whose 4096 x 4096 f32 intermediate (64 MiB, 16384 pages of 4 KiB) is a
 # scratch buffer: the second product consumes it inside the same executable.
 _PROBE = """
-import json, resource, sys
+import json, sys
 sys.path.insert(0, {root!r})
 from utils.host_memory import keep_freed_host_memory
 kept = keep_freed_host_memory()
@@ -25,12 +25,9 @@ f = jax.jit(lambda a, b, c: jnp.tanh(a @ b) @ c).lower(a, b, c).compile()
 temp = f.memory_analysis().temp_size_in_bytes
 for _ in range(10):
   f(a, b, c).block_until_ready()
-faults = []
-for _ in range(11):
-  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-  f(a, b, c).block_until_ready()
-  faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(json.dumps({{"kept": kept, "faults": sorted(faults)[5], "temp": temp}}))
+from benchmarks.common import page_faults_per_call  # what the throughput page reports
+faults = page_faults_per_call(lambda: f(a, b, c), calls=11)
+print(json.dumps({{"kept": kept, "faults": faults, "temp": temp}}))
 """
 _PAGES = 4096 * 4096 * 4 // 4096
 
