@@ -22,7 +22,8 @@ def _grad(loss, logits, targets, allowed=None):
 
 
 def flatnce_positive_kept(logits, targets, allowed=None):
-  """The bug REFERENCE.md warns about: the positive left inside the log-sum-exp."""
+  """The bug docs/techniques.md section 6 warns about: the positive left inside the
+  log-sum-exp."""
   del allowed
   gap = jax.nn.logsumexp(logits, axis=1) - C._target_logit(logits, targets)
   return jnp.mean(jnp.exp(gap - jax.lax.stop_gradient(gap))), {}
@@ -42,20 +43,47 @@ def test_infonce_is_softmax_cross_entropy():
   np.testing.assert_allclose(C.infonce(s, t)[0], want, rtol=1e-6)
 
 
-def test_flatnce_value_is_one_and_gradient_is_that_of_log_xi():
-  s, t = _logits(), jnp.arange(6)
-  value, metrics = C.flatnce(s, t)
-  np.testing.assert_allclose(value, 1.0, rtol=1e-6)
-  # log xi_i written out: logsumexp over j != t_i, minus the positive
-  def log_xi_mean(x):
-    off = ~np.eye(6, dtype=bool)
-    neg = jnp.where(off, x, -jnp.inf)
-    return jnp.mean(jax.nn.logsumexp(neg, axis=1) - jnp.diag(x))
-  np.testing.assert_allclose(_grad(C.flatnce, s, t), jax.grad(log_xi_mean)(s), rtol=1e-5,
+def np_log_xi(s, t):
+  """Per row log sum_{j != t_i} exp(s_ij - s_it), in numpy."""
+  s = np.asarray(s, np.float64)
+  rows = np.arange(len(t))
+  neg = s.copy()
+  neg[rows, t] = -np.inf
+  m = neg.max(axis=1)
+  return m + np.log(np.exp(neg - m[:, None]).sum(axis=1)) - s[rows, t]
+
+
+def np_flatnce_grad(s, t):
+  """d/ds of mean_i log xi_i: the softmax over row i's negatives, -1 at its positive, / r."""
+  s = np.asarray(s, np.float64)
+  rows = np.arange(len(t))
+  e = np.exp(s - s.max(axis=1, keepdims=True))
+  e[rows, t] = 0.0
+  g = e / e.sum(axis=1, keepdims=True)
+  g[rows, t] = -1.0
+  return g / len(t)
+
+
+def test_flatnce_gradient_by_hand():
+  # 2 rows, 3 candidates; row 0's positive is column 1, row 1's is column 0. Row 0's
+  # negatives have equal scores, so its gradient is 1/2 on each of them (/ 2 rows)
+  s = jnp.array([[0.3, 2.0, 0.3], [1.0, np.log(3.0), 0.0]])
+  t = jnp.array([1, 0])
+  want = np.array([[0.25, -0.5, 0.25], [-0.5, 0.375, 0.125]])  # row 1: exp 3 and 1 of 4
+  np.testing.assert_allclose(_grad(C.flatnce, s, t), want, rtol=1e-6)
+  np.testing.assert_allclose(np_flatnce_grad(s, t), want, rtol=1e-6)  # s is float32
+
+
+def test_flatnce_gradient_is_that_of_log_xi_and_its_metrics():
+  s, t = _logits(), jnp.array([3, 0, 1, 5, 2, 4])
+  _, metrics = C.flatnce(s, t)
+  np.testing.assert_allclose(_grad(C.flatnce, s, t), np_flatnce_grad(s, t), rtol=1e-5,
                              atol=1e-7)
-  np.testing.assert_allclose(metrics["log_xi"], log_xi_mean(s), rtol=1e-6)
+  np.testing.assert_allclose(metrics["log_xi"], np.mean(np_log_xi(s, t)), rtol=1e-5)
   # its InfoNCE metric is log(1 + xi), the InfoNCE value
-  np.testing.assert_allclose(metrics["infonce"], C.infonce(s, t)[0], rtol=1e-5)
+  np.testing.assert_allclose(metrics["infonce"], np_infonce(s, t), rtol=1e-5)
+  np.testing.assert_allclose(np.mean(np.log1p(np.exp(np_log_xi(s, t)))), np_infonce(s, t),
+                             rtol=1e-12)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -93,14 +121,38 @@ def test_allowed_mask_equals_deleting_the_candidates():
   np.testing.assert_allclose(C.infonce(s, t, allowed)[0], np.mean(per_row), rtol=1e-6)
 
 
-def test_amsoftmax_is_infonce_with_a_margin_on_the_target():
-  cos = jnp.tanh(_logits(5, 5, seed=5))
-  t = jnp.arange(5)
-  got, _ = C.amsoftmax(cos, t, scale=30.0, margin=0.25)
-  want, _ = C.infonce(30.0 * cos - 30.0 * 0.25 * jnp.eye(5), t)
-  np.testing.assert_allclose(got, want, rtol=1e-6)
-  np.testing.assert_allclose(C.amsoftmax(cos, t, scale=30.0, margin=0.0)[0],
-                             C.infonce(30.0 * cos, t)[0], rtol=1e-6)
+def np_amsoftmax(cos, t, scale, margin, allowed=None):
+  """AM-Softmax in numpy: row i's logits scale * cos_ij, minus scale * margin at j = t_i only;
+  candidates with allowed False left out of the log-sum-exp."""
+  z = scale * np.asarray(cos, np.float64)
+  rows = np.arange(len(t))
+  z[rows, t] -= scale * margin
+  if allowed is not None:
+    z = np.where(allowed, z, -np.inf)
+  m = z.max(axis=1, keepdims=True)
+  lse = m[:, 0] + np.log(np.exp(z - m).sum(axis=1))
+  return float(np.mean(lse - z[rows, t]))
+
+
+def test_amsoftmax_margin_is_on_the_target_column():
+  cos = np.asarray(jnp.tanh(_logits(5, 5, seed=5)))
+  t = np.array([2, 0, 4, 1, 3])  # no row's target on the diagonal
+  for margin in (0.25, 0.0):
+    got, _ = C.amsoftmax(jnp.asarray(cos), jnp.asarray(t), scale=30.0, margin=margin)
+    np.testing.assert_allclose(got, np_amsoftmax(cos, t, 30.0, margin), rtol=1e-5)
+  # a margin on the diagonal instead would give a different value here
+  assert abs(np_amsoftmax(cos, t, 30.0, 0.25) - np_infonce(
+      30.0 * cos - 30.0 * 0.25 * np.eye(5), t)) > 0.1
+
+
+def test_amsoftmax_with_pairing_all():
+  # pairing=all: 8 embeddings, row i's positive is i ^ 1 (off the diagonal), itself excluded
+  h = jax.random.normal(jax.random.PRNGKey(8), (4, 2, 8))
+  flat = np.asarray(h, np.float64).reshape(8, 8)
+  flat /= np.linalg.norm(flat, axis=1, keepdims=True)
+  got, _ = C.contrastive_loss(h, _cfg(name="amsoftmax", scale=30.0, margin=0.3, pairing="all"))
+  want = np_amsoftmax(flat @ flat.T, np.arange(8) ^ 1, 30.0, 0.3, ~np.eye(8, dtype=bool))
+  np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
 def _cfg(**kw):

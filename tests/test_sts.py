@@ -124,17 +124,54 @@ def test_batches_are_a_function_of_step_without_repeats():
     sts.ExampleBatches(arrays, 16, seed=0)
 
 
+def np_whitening(x, k):
+  """mu and W = U S^-1/2 from numpy's eigh of the covariance, the k largest eigenvalues first."""
+  x = np.asarray(x, np.float64)
+  mu = x.mean(axis=0)
+  eigenvalues, eigenvectors = np.linalg.eigh(np.cov(x, rowvar=False))  # ascending
+  order = np.argsort(eigenvalues)[::-1][:k]
+  return mu, eigenvectors[:, order] / np.sqrt(eigenvalues[order])
+
+
+def _same_up_to_column_signs(got, want):
+  signs = np.sign(np.sum(got * want, axis=0))
+  np.testing.assert_allclose(got * signs, want, rtol=1e-7, atol=1e-10)
+
+
 def test_whitening_gives_zero_mean_identity_covariance():
   rng = np.random.default_rng(0)
   x = rng.normal(size=(500, 6)) @ rng.normal(size=(6, 6)) + 3.0
   mu, w = whitening.fit(x)
   y = whitening.transform(x, mu, w)
+  np.testing.assert_allclose(mu, x.mean(0), rtol=1e-12)
   np.testing.assert_allclose(y.mean(0), 0.0, atol=1e-10)
   np.testing.assert_allclose(np.cov(y, rowvar=False), np.eye(6), atol=1e-6)
-  # keeping k: the k directions of largest variance
-  mu, w3 = whitening.fit(x, 3)
-  assert w3.shape == (6, 3)
-  np.testing.assert_allclose(w3, w[:, :3])
+
+
+def test_whitening_keeps_the_largest_variance_directions_by_hand():
+  # columns with standard deviations 1, 4, 0.5, 2 and exactly zero sample correlation: the
+  # covariance is diag(1, 16, 0.25, 4), so k=2 keeps column 1 (scaled 1/4) and column 3 (1/2)
+  z = np.random.default_rng(1).normal(size=(40, 4))
+  q, _ = np.linalg.qr(z - z.mean(axis=0))  # orthonormal columns in the span of centred ones
+  x = q * np.array([1.0, 4.0, 0.5, 2.0]) * np.sqrt(39) + 7.0
+  mu, w = whitening.fit(x, 2)
+  want = np.array([[0, 0], [0.25, 0], [0, 0], [0, 0.5]])
+  _same_up_to_column_signs(w, want)
+  np.testing.assert_allclose(mu, 7.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("k", [1, 3, 6])
+def test_whitening_is_u_s_minus_half_of_numpys_eigh(k):
+  rng = np.random.default_rng(k)
+  x = rng.normal(size=(300, 6)) @ rng.normal(size=(6, 6)) - 2.0
+  mu, w = whitening.fit(x, k)
+  want_mu, want_w = np_whitening(x, k)
+  assert w.shape == (6, k)
+  np.testing.assert_allclose(mu, want_mu, rtol=1e-12)
+  _same_up_to_column_signs(w, want_w)
+  # each kept direction has unit variance: its eigenvalue was divided out
+  np.testing.assert_allclose(np.var(whitening.transform(x, mu, w), axis=0, ddof=1), 1.0,
+                             rtol=1e-6)
 
 
 def test_sts_spearman_of_cosines():
@@ -144,4 +181,21 @@ def test_sts_spearman_of_cosines():
   data = sts.StsData(["a", "a", "b", "c"], ["a", "c", "d", "d"], np.array([5.0, 3.0, 1.0, 0.0]))
   assert sts_spearman(embed, data) == pytest.approx(scipy.stats.spearmanr(
       [1.0, 2 ** -0.5, 0.0, 0.0], data.scores)[0])
-  assert -1.0 <= sts_spearman(embed, data, whitening_k=2) <= 1.0
+
+
+def test_sts_spearman_with_whitening_equals_numpy_and_scipy():
+  rng = np.random.default_rng(5)
+  table = {f"s{i}": v for i, v in enumerate(rng.normal(size=(16, 5)) @ rng.normal(size=(5, 5)))}
+  embed = lambda sentences: np.array([table[s] for s in sentences])
+  s1, s2 = [f"s{i}" for i in range(10)], [f"s{(3 * i + 1) % 16}" for i in range(10)]
+  data = sts.StsData(s1, s2, rng.uniform(0, 5, 10))
+  # fitted on the 20 evaluation embeddings, k = 2, cosines written out
+  e1, e2 = embed(s1), embed(s2)
+  mu, w = np_whitening(np.concatenate([e1, e2]), 2)
+  y1, y2 = (e1 - mu) @ w, (e2 - mu) @ w
+  cos = np.sum(y1 * y2, 1) / np.linalg.norm(y1, axis=1) / np.linalg.norm(y2, axis=1)
+  want = scipy.stats.spearmanr(cos, data.scores)[0]
+  assert sts_spearman(embed, data, whitening_k=2) == pytest.approx(want, abs=1e-12)
+  # the whitening changes the answer on this data (so the comparison above says something)
+  raw = np.sum(e1 * e2, 1) / np.linalg.norm(e1, axis=1) / np.linalg.norm(e2, axis=1)
+  assert abs(scipy.stats.spearmanr(raw, data.scores)[0] - want) > 0.1
