@@ -1,4 +1,4 @@
-"""Activations (REFERENCE.md section 5). Pure functions, chosen by `model.activation`."""
+"""Activations (docs/techniques.md section 5). Pure functions, chosen by `model.activation`."""
 from __future__ import annotations
 
 from utils.errors import ConfigError
@@ -15,9 +15,9 @@ GELU_SIGMOID_C = 1.702
 def gelu(x):
   """Exact x * Phi(x) = x (1 + erf(x / sqrt 2)) / 2.
 
-  Through erf rather than jax.nn.gelu's erfc: XLA's CPU erfc has branches and an exp and made
-  the activation 6% of the default train step; erf is one rational polynomial. They differ
-  by < 1e-6 in absolute value (tests/test_gelu.py).
+  Through erf rather than jax.nn.gelu's erfc: XLA's CPU erfc has branches and an exp, which
+  made the activation a visible part of a CPU train step; erf is one rational polynomial.
+  They differ by < 1e-6 in absolute value (tests/test_gelu.py).
   """
   return 0.5 * x * (1.0 + jax.lax.erf(x * (1.0 / math.sqrt(2.0))))
 

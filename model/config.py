@@ -1,60 +1,125 @@
 """The model's hyperparameters as a frozen, hashable dataclass (built from config.model).
 
-Validation lives here so that a bad value is refused before anything is compiled.
+ModelConfig is built from declarations: the core fields below, which belong to no variant,
+plus every Field that a position encoding, attention kernel or scale declares in its own file
+(model/variants.py). Validation lives here so that a bad value is refused before anything is
+compiled: every field's own check, the chosen variants' checks, then what the chosen position
+encoding, kernel and masks need of each other.
 """
 from __future__ import annotations
-
-from utils.errors import ConfigError
 
 import dataclasses
 from typing import Any, Mapping
 
+from model.activations import ACTIVATIONS
+from model.attention import ATTENTIONS
+from model.norms import NORMS
+from model.positions import POSITIONS
+from model.scales import SCALES
+from model.variants import (REQUIRED, Field, any_value, at_least, fraction, one_of, positive,
+                            unique_fields)
+from utils.errors import ConfigError
 
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-  vocab_size: int
-  width: int = 256
-  num_layers: int = 4
-  num_heads: int = 4
-  mlp_dim: int = 1024
-  dropout: float = 0.1
-  attention_dropout: float = 0.0
-  # position encoding (model/positions)
-  position: str = "rope"
-  max_len: int = 512  # table size of position=learned (and other length-bound variants)
-  rope_base: float = 10000.0
-  rope_layout: str = "interleaved"
-  sinusoidal_mode: str = "add"
-  relative_clip: int = 64  # shaw, deberta: relative distances clipped to [-K, K]
-  t5_num_buckets: int = 32
-  t5_max_distance: int = 128
-  rope_scaling: str = "none"  # RoPE extrapolation: none | pi | ntk | rerope
-  rope_scaling_factor: float = 1.0  # pi: positions / factor; ntk: base scaled for factor
-  rerope_window: int = 64  # rerope: exact relative positions inside the window, clamped beyond
-  # attention (model/attention, model/scale.py)
-  attention: str = "softmax"
-  scale: str = "logn"
-  logn_n0: int = 512
-  logn_floor: int = 16
-  causal: bool = False
-  window: int = 0  # sliding-window mask: keys with |i - j| < window (0: no window)
-  performer_features: int = 64
-  performer_redraw: bool = False  # draw new random features every training step
-  nystrom_landmarks: int = 32
-  nystrom_iterations: int = 6
-  synthesizer_rank: int = 8  # synthesizer_factorized: rank of the learned logit factors
-  # blocks (model/encoder.py, model/activations.py)
-  norm: str = "post"
-  activation: str = "gelu"
-  remat: bool = False
-  dtype: str = "float32"  # compute dtype; parameters stay float32
+DTYPES = ("float32", "bfloat16", "float16")
+
+CORE_FIELDS = (
+    Field("vocab_size", REQUIRED, "token vocabulary size (from the tokenizer)", positive,
+          kind=int, bad=(0,)),
+    Field("width", 256, "model width D", positive, bad=(0,)),
+    Field("num_layers", 4, "number of Transformer blocks", positive, bad=(0,)),
+    Field("num_heads", 4, "attention heads (must divide the width)", positive, bad=(0,)),
+    Field("mlp_dim", 1024, "hidden size of each block's MLP", positive, bad=(0,)),
+    Field("dropout", 0.1, "dropout on embeddings and sublayer outputs", fraction, bad=(1.0,)),
+    Field("attention_dropout", 0.0, "dropout on attention probabilities (kernels that form "
+          "them)", fraction, bad=(-0.1,)),
+    Field("position", "rope", "position encoding (model/positions/)",
+          one_of(POSITIONS, "position"), bad=("bogus",)),
+    Field("max_len", 512, "table size of the length-bound variants (position=learned, "
+          "synthesizers)", positive, bad=(0,)),
+    Field("attention", "softmax", "attention kernel (model/attention/)",
+          one_of(ATTENTIONS, "attention"), bad=("bogus",)),
+    Field("scale", "logn", "attention logit scale (model/scales/)", one_of(SCALES, "scale"),
+          eval_time=True, bad=("bogus",)),
+    Field("causal", False, "left-to-right attention (causal mask)", any_value),
+    Field("window", 0, "sliding-window mask: keys with |i - j| < window (0: no window)",
+          at_least(0), eval_time=True, bad=(-1,)),
+    Field("norm", "post", "post-LN (BERT), pre-LN, or pre-norm RMSNorm", one_of(NORMS, "norm"),
+          bad=("bogus",)),
+    Field("activation", "gelu", "MLP activation (model/activations.py)",
+          one_of(ACTIVATIONS, "activation"), bad=("bogus",)),
+    Field("remat", False, "recompute each block's activations in the backward pass", any_value),
+    Field("dtype", "float32", "compute dtype; parameters stay float32", one_of(DTYPES, "dtype"),
+          bad=("float64",)),
+)
+
+# every field, core first, then the variants' in registry order (a field listed by several
+# variants once; two declarations of one name are refused)
+FIELDS = tuple(unique_fields((*CORE_FIELDS, *POSITIONS.fields(), *ATTENTIONS.fields(),
+                              *SCALES.fields())))
+
+MASK_WORDS = {"causal": "a causal mask (model.causal)", "window": "a window mask (model.window)",
+              "any": "an arbitrary [q, k] mask (UniLM segments)"}
+
+
+def field_defaults() -> dict:
+  """Every model field but vocab_size (which comes from the tokenizer), at its default."""
+  return {f.name: f.default for f in FIELDS if f.default is not REQUIRED}
+
+
+def eval_time_fields() -> frozenset:
+  """Fields that change how a trained model computes but not its parameters: evaluation may
+  change them (e.g. NTK-scaled RoPE, or the log-n scale, on a model trained without)."""
+  return frozenset(f.name for f in FIELDS if f.eval_time)
+
+
+def require_mask(cfg, kind: str) -> None:
+  """Refuse a mask (a key of MASK_WORDS) that cfg's attention kernel cannot apply."""
+  kernel = ATTENTIONS.lookup(cfg.attention)
+  if kind not in kernel.masks:
+    also = " and ".join(sorted(kernel.masks)) or "nothing else"
+    able = "|".join(k.name for k in ATTENTIONS.values() if kind in k.masks)
+    raise ConfigError(f"attention={kernel.name} cannot apply {MASK_WORDS[kind]}: it honours key "
+                      f"padding and {also}; use attention={able}")
+
+
+def _non_default(cfg, variant) -> str:
+  """' with a=1, b=2' for the variant's fields that differ from their defaults (or '')."""
+  options = [f"{f.name}={getattr(cfg, f.name)}" for f in variant.fields
+             if getattr(cfg, f.name) != f.default]
+  return f" with {', '.join(options)}" if options else ""
+
+
+def check_combination(cfg) -> None:
+  """Refuse what the chosen kernel cannot honour: position terms, masks, attention dropout."""
+  position, kernel = POSITIONS[cfg.position], ATTENTIONS[cfg.attention]
+  needs = position.terms(cfg)
+  missing = sorted(needs - kernel.honours)
+  if missing:
+    kernels = "|".join(k.name for k in ATTENTIONS.values() if needs <= k.honours)
+    positions = "|".join(p.name for p in POSITIONS.values() if p.terms(cfg) <= kernel.honours)
+    raise ConfigError(
+        f"attention={kernel.name} cannot apply position={cfg.position}"
+        f"{_non_default(cfg, position)} (needs {missing}); use attention={kernels} or a "
+        f"position it supports: {positions}")
+  if cfg.causal:
+    require_mask(cfg, "causal")
+  if cfg.window > 0:
+    require_mask(cfg, "window")
+  if cfg.attention_dropout > 0 and not kernel.probabilities:
+    able = "|".join(k.name for k in ATTENTIONS.values() if k.probabilities)
+    raise ConfigError(f"attention={kernel.name} has no attention matrix to drop out; set "
+                      f"model.attention_dropout=0 or use attention={able}")
+
+
+class _Methods:
+  """ModelConfig's methods (the fields come from the declarations)."""
 
   @property
   def head_dim(self) -> int:
     return self.width // self.num_heads
 
   @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
+  def from_dict(cls, d: Mapping[str, Any]):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:
@@ -64,41 +129,36 @@ class ModelConfig:
     return cfg
 
   def validate(self) -> None:
-    # Imported here: the registries import modules that import this file.
-    from model.activations import get_activation
-    from model.attention import get_attention
-    from model.encoder import NORMS
-    from model.positions import check_position_config
-    from model.scale import get_scale
-
-    if self.vocab_size <= 0:
-      raise ConfigError(f"model.vocab_size must be positive, got {self.vocab_size}")
+    for f in FIELDS:
+      f.validate(self)
     if self.width % self.num_heads:
       raise ConfigError(f"model.num_heads={self.num_heads} does not divide "
-                       f"model.width={self.width}; pick a divisor of the width")
-    if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.attention_dropout < 1.0:
-      raise ConfigError("model.dropout and model.attention_dropout must be in [0, 1)")
-    check_position_config(self)
-    get_attention(self.attention).check(self)
-    get_scale(self.scale)
-    get_activation(self.activation)
-    if self.norm not in NORMS:
-      raise ConfigError(f"unknown norm {self.norm!r}; valid names: {sorted(NORMS)}")
-    if self.position == "rope" and self.head_dim % 2:
-      raise ConfigError(f"position=rope needs an even head dimension, got {self.head_dim}")
-    if self.rope_layout not in ("interleaved", "half"):
-      raise ConfigError(f"unknown rope_layout {self.rope_layout!r}; valid names: "
-                       "['half', 'interleaved']")
-    if self.sinusoidal_mode not in ("add", "mul"):
-      raise ConfigError(f"unknown sinusoidal_mode {self.sinusoidal_mode!r}; valid names: "
-                       "['add', 'mul']")
-    if self.dtype not in ("float32", "bfloat16", "float16"):
-      raise ConfigError(f"model.dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+                        f"model.width={self.width}; pick a divisor of the width")
+    for variant in (POSITIONS[self.position], ATTENTIONS[self.attention], SCALES[self.scale]):
+      variant.check(self)
+    check_combination(self)
 
   def max_length(self):
     """Longest sequence this model can encode, or None if unbounded."""
-    from model.attention import get_attention
-    from model.positions import get_position
-    bounds = [b for b in (get_position(self.position).max_length(self),
-                          get_attention(self.attention).max_length(self)) if b is not None]
+    bounds = [b for b in (POSITIONS[self.position].max_length(self),
+                          ATTENTIONS[self.attention].max_length(self)) if b is not None]
     return min(bounds) if bounds else None
+
+
+def _spec(f: Field):
+  if f.default is REQUIRED:
+    return (f.name, f.type)
+  return (f.name, f.type, dataclasses.field(default=f.default))
+
+
+def _docstring() -> str:
+  lines = ["The model's hyperparameters: every field with its default and meaning.", ""]
+  for f in FIELDS:
+    default = "required" if f.default is REQUIRED else repr(f.default)
+    lines.append(f"  {f.name} ({default}): {f.doc}")
+  return "\n".join(lines)
+
+
+ModelConfig = dataclasses.make_dataclass(
+    "ModelConfig", [_spec(f) for f in FIELDS], bases=(_Methods,), frozen=True,
+    namespace={"__module__": __name__, "__doc__": _docstring()})

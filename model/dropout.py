@@ -2,8 +2,8 @@
 
 `flax.linen.Dropout` draws a float32 uniform per element through `jax.random`, whose CPU
 lowering of Threefry-2x32 is a rolled loop that reads and writes the whole counter array
-five times; on a CPU that was 27% of the default MLM train step. Here the same Threefry-2x32
-(20 rounds; Salmon et al. 2011) is written with jnp integer ops, so XLA fuses the hash of each
+five times, a large part of a CPU train step. Here the same Threefry-2x32 (20 rounds;
+Salmon et al. 2011) is written with jnp integer ops, so XLA fuses the hash of each
 element's index with the comparison and the select: no random bits are ever stored. The bits
 are exactly `jax.random.bits(key, shape, jnp.uint32)` of a Threefry key (tests/test_dropout.py),
 so the statistics are jax's own; only the speed differs (benchmarks/mlm_throughput.py).

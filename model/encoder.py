@@ -6,18 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from model.activations import get_activation
-from model.attention import get_attention
 from model.attention.layer import MultiHeadAttention
-from model.config import ModelConfig
+from model.config import ModelConfig, require_mask
 from model.dropout import Dropout
 from model.masks import causal_mask, padding_mask, unilm_mask, window_mask
-from model.positions import get_position
-
-NORMS = {
-    "post": nn.LayerNorm,  # x = LN(x + f(x)): BERT, RoFormer
-    "pre": nn.LayerNorm,  # x = x + f(LN(x)): GPT-2 and later; trains without warmup tricks
-    "rmsnorm": nn.RMSNorm,  # pre-norm with RMSNorm (no centring, no bias)
-}
+from model.norms import NORMS
+from model.positions import checked_terms, get_position
+from model.positions.base import term_arrays
 
 
 class Mlp(nn.Module):
@@ -32,7 +27,7 @@ class Mlp(nn.Module):
     # Tokens as rows of one matrix: XLA:CPU computes the weight gradient of a Dense applied to
     # [b, n, d] (contracting over b and n) by first copying the 4x-wide hidden gradient into a
     # transposed layout; on [b*n, d] it is one product with no copy. Same parameters, same
-    # math; 11-15% of the default CPU train step (benchmarks/mlm_throughput.py).
+    # math (benchmarks/mlm_throughput.py measures the difference).
     lead = x.shape[:-1]
     y = nn.Dense(cfg.mlp_dim, dtype=dtype, name="fc1")(x.reshape(-1, x.shape[-1]))
     y = get_activation(cfg.activation)(y)
@@ -40,14 +35,16 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
+  """shared: position terms computed once for every layer (MultiHeadAttention)."""
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x, mask, positions, deterministic: bool = True):
+  def __call__(self, x, mask, positions, deterministic: bool = True, shared=None):
     cfg = self.cfg
     norm = lambda name: NORMS[cfg.norm](dtype=jnp.dtype(cfg.dtype), name=name)
     drop = lambda y: Dropout(cfg.dropout)(y, deterministic=deterministic)
-    attn = lambda y: MultiHeadAttention(cfg, name="attention")(y, mask, positions, deterministic)
+    attn = lambda y: MultiHeadAttention(cfg, name="attention")(y, mask, positions, deterministic,
+                                                               shared)
     mlp = lambda y: Mlp(cfg, name="mlp")(y)
     if cfg.norm == "post":
       x = norm("attention_norm")(x + drop(attn(x)))
@@ -64,13 +61,17 @@ class Encoder(nn.Module):
     cfg = self.cfg
     self.token_embed = nn.Embed(cfg.vocab_size, cfg.width,
                                 embedding_init=nn.initializers.normal(0.02))
-    absolute = get_position(cfg.position).absolute
-    self.position_embed = absolute(cfg) if absolute else None
+    position = get_position(cfg.position)
+    self.position_embed = position.absolute(cfg) if position.absolute else None
+    # an encoding whose one module serves every layer (T5's table): built here, once
+    shared = position.relative is not None and position.shared(cfg)
+    self.relative_position = position.relative(cfg) if shared else None
     # post-LN normalises the embeddings (BERT); pre-norm normalises the output instead
     self.final_norm = NORMS[cfg.norm](dtype=jnp.dtype(cfg.dtype))
     self.dropout = Dropout(cfg.dropout)
     # remat recomputes each block's activations in the backward pass (memory for time);
-    # argument 4 (deterministic) is a Python bool, so it must be static.
+    # argument 4 (deterministic) is a Python bool, so it must be static. Only arrays cross
+    # it, which is why shared position terms travel as a dict of arrays.
     block = nn.remat(Block, static_argnums=(4,)) if cfg.remat else Block
     self.blocks = [block(cfg, name=f"block_{i}") for i in range(cfg.num_layers)]
 
@@ -91,14 +92,18 @@ class Encoder(nn.Module):
       if cfg.window > 0:
         mask = mask & window_mask(n, cfg.window, cfg.causal)
       if segment_ids is not None:  # UniLM: segment A bidirectional, segment B left-to-right
-        get_attention(cfg.attention).require_mask("any")
+        require_mask(cfg, "any")
         mask = mask & unilm_mask(segment_ids)
     if cfg.norm == "post":
       x = self.final_norm(x)
     x = self.dropout(x, deterministic=deterministic)
+    shared = None
+    if self.relative_position is not None:  # computed once, used by every layer
+      terms = self.relative_position(positions, positions, cfg.causal)
+      shared = term_arrays(checked_terms(get_position(cfg.position), terms, cfg))
     layers = []  # each block's output, for return_layers
     for block in self.blocks:
-      x = block(x, mask, positions, deterministic)
+      x = block(x, mask, positions, deterministic, shared)
       layers.append(x)
     if cfg.norm != "post":
       x = self.final_norm(x)

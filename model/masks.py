@@ -1,6 +1,6 @@
 """Boolean attention masks, shape [batch, 1, q_len, k_len]; True = may attend.
 
-Pure functions (REFERENCE.md section 2). Combine masks with `&`.
+Pure functions (docs/techniques.md section 2). Combine masks with `&`.
 """
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Sentence encoder: the Transformer encoder, a pooling, an optional projection (REFERENCE.md 6).
+"""Sentence encoder: the Transformer encoder, a pooling, an optional projection.
+
+Poolings and the SimCSE projection: docs/techniques.md section 6.
 
 Parameter names follow MlmModel (`encoder`, and with lm_head `head_dense`, `head_norm`,
 `output_bias`), so an MLM checkpoint of this codebase initialises it key for key.

@@ -10,7 +10,8 @@ from model.attention.layer import MultiHeadAttention
 from model.config import ModelConfig
 from model.encoder import MlmModel
 from model.masks import num_valid_keys, padding_mask
-from model.scale import logn, standard
+from model.scales.logn import logn
+from model.scales.standard import standard
 
 
 def _cfg(**kw):

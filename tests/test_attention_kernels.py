@@ -1,4 +1,4 @@
-"""Efficient attention kernels against independent references (REFERENCE.md section 4).
+"""Efficient attention kernels against independent references (docs/techniques.md section 4).
 
 linear: equals its quadratic formula written out in numpy; performer and nystrom: error to
 exact softmax attention falls as features / landmarks grow; synthesizers: length-bound and
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from model.attention import ATTENTIONS
-from model.attention.base import POSITION_TERMS, AttentionInputs
+from model.attention.base import AttentionInputs
 from model.attention.layer import MultiHeadAttention
 from model.attention.linear import linear_attention
 from model.attention.nystrom import nystrom_attention
@@ -23,7 +23,7 @@ from model.attention.softmax import softmax_attention
 from model.config import ModelConfig
 from model.encoder import MlmModel
 from model.masks import causal_mask, padding_mask
-from model.positions import LengthBoundError
+from model.positions import POSITIONS, LengthBoundError
 from model.positions.base import NO_TERMS, RelativeTerms
 from model.positions.rope import apply_rope
 from utils.errors import ConfigError
@@ -215,9 +215,11 @@ def _cfg(**kw):
 def test_position_terms_refused_at_config_time():
   # Only softmax forms the [q, k] logits, so only it can add content terms, biases or value
   # terms; linear, performer and nystrom rotate; synthesizers ignore q.k entirely.
+  default = _cfg()
+  relative = {name: p.terms(default) for name, p in POSITIONS.items() if p.relative}
   for attention in ["softmax"] + NEW:
-    supports = ATTENTIONS[attention].supports
-    for position, terms in POSITION_TERMS.items():
+    supports = ATTENTIONS[attention].honours
+    for position, terms in relative.items():
       ok = terms <= supports
       assert ok == (attention == "softmax" or (terms == {"rotate"} and
                                                attention in ("linear", "performer", "nystrom")))

@@ -1,7 +1,8 @@
 """Relative position encodings and attention scales against explicit per-pair formulas.
 
 Each reference below is a plain numpy loop over (batch, head, query, key) written from the
-formula in REFERENCE.md, fed the layer's own parameters; the model must agree to 1e-5.
+formulas of docs/techniques.md section 3, fed the layer's own parameters; the model must agree
+to 1e-5.
 """
 import math
 
@@ -17,7 +18,8 @@ from model.positions.alibi import Alibi, alibi_slopes
 from model.positions.rope import apply_rope, ntk_base, rerope_logits, scaled_rope
 from model.positions.shaw import Shaw
 from model.positions.t5 import T5Bias
-from model.scale import logn_causal, standard
+from model.scales.logn_causal import logn_causal
+from model.scales.standard import standard
 from utils.errors import ConfigError
 
 NEW = ["shaw", "xl", "t5", "deberta", "alibi"]

@@ -9,30 +9,39 @@ from model.attention.base import AttentionInputs
 from model.attention.softmax import entropy_sums
 from model.dropout import Dropout
 from model.masks import num_valid_keys
-from model.positions import NO_TERMS, get_position
-from model.scale import QUERY_INIT_STD, get_scale
+from model.positions import NO_TERMS, RelativeTerms, checked_terms, get_position
+from model.scales import get_scale
 
 
 class MultiHeadAttention(nn.Module):
+  """x [b, n, width] -> [b, n, width].
+
+  shared: the position terms of an encoding whose one module serves every layer
+  (PositionVariant.shared, e.g. T5's bias table), as the arrays the Encoder computed once;
+  without them the layer builds its own relative module (`relative_position`).
+  """
   cfg: "ModelConfig"  # noqa: F821 (model/config.py)
 
   @nn.compact
-  def __call__(self, x, mask, positions, deterministic: bool = True):
+  def __call__(self, x, mask, positions, deterministic: bool = True, shared=None):
     cfg = self.cfg
     h, d = cfg.num_heads, cfg.head_dim
     dtype = jnp.dtype(cfg.dtype)
     dense = lambda name, **kw: nn.DenseGeneral((h, d), dtype=dtype, name=name, **kw)
+    scale = get_scale(cfg.scale)
     q_init = {}
-    if cfg.scale in QUERY_INIT_STD:  # scale=none: the 1/sqrt(d) lives in W_q's init instead
-      q_init["kernel_init"] = nn.initializers.normal(QUERY_INIT_STD[cfg.scale](cfg.width, d))
+    if scale.query_init_std is not None:  # scale=none: the 1/sqrt(d) lives in W_q's init
+      q_init["kernel_init"] = nn.initializers.normal(scale.query_init_std(cfg.width, d))
     q, k, v = dense("query", **q_init)(x), dense("key")(x), dense("value")(x)
 
-    relative = get_position(cfg.position).relative
+    position = get_position(cfg.position)
     terms = NO_TERMS
-    if relative:  # its parameters sit under one readable name, whichever encoding it is
-      module = relative(cfg).clone(parent=self, name="relative_position")
-      terms = module(positions, positions, cfg.causal)
-    scale = get_scale(cfg.scale)(num_valid_keys(mask), d, n0=cfg.logn_n0, floor=cfg.logn_floor)
+    if shared is not None:
+      terms = RelativeTerms(**shared)
+    elif position.relative:  # its parameters sit under one readable name, whichever encoding
+      module = position.relative(cfg).clone(parent=self, name="relative_position")
+      terms = checked_terms(position, module(positions, positions, cfg.causal), cfg)
+    lam = scale.factor(num_valid_keys(mask), d, cfg)
 
     def dropout(p):
       if cfg.attention_dropout == 0.0 or deterministic:
@@ -44,12 +53,12 @@ class MultiHeadAttention(nn.Module):
       if self.is_mutable_collection("intermediates"):
         self.sow("intermediates", "attention_entropy", entropy_sums(p, mask))
 
-    inputs = AttentionInputs(mask=mask, scale=scale, terms=terms, q_pos=positions,
+    inputs = AttentionInputs(mask=mask, scale=lam, terms=terms, q_pos=positions,
                              k_pos=positions, causal=cfg.causal, dropout=dropout, x=x,
                              observe=observe)
-    spec = get_attention(cfg.attention)
-    if spec.module is not None:
-      out = spec.module(cfg)(q, k, v, inputs)
+    kernel = get_attention(cfg.attention)
+    if kernel.module is not None:
+      out = kernel.module(cfg)(q, k, v, inputs)
     else:
-      out = spec.fn(q, k, v, inputs, cfg)
+      out = kernel.fn(q, k, v, inputs, cfg)
     return nn.DenseGeneral(cfg.width, axis=(-2, -1), dtype=dtype, name="out")(out)

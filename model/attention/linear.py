@@ -1,4 +1,4 @@
-"""Linear attention: sim(q, k) = phi(q).phi(k) with phi = elu + 1 (REFERENCE.md section 4).
+"""Linear attention: sim(q, k) = phi(q).phi(k) with phi = elu + 1 (docs/techniques.md section 4).
 
   out_i = phi(q_i)^T (sum_j phi(k_j) v_j^T) / (phi(q_i)^T sum_j phi(k_j))
 
@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+from model.variants import KernelVariant, unbounded
 
 CHUNK = 64  # causal prefix sums: quadratic inside a chunk, a running state across chunks
 
@@ -88,3 +90,9 @@ def linear_attention(q, k, v, inputs, cfg=None):
   del cfg
   return feature_attention(elu_feature(q.astype(jnp.float32)), elu_feature(k.astype(jnp.float32)),
                            v, inputs)
+
+
+VARIANT = KernelVariant(
+    name="linear", doc="phi(q).phi(k) attention with phi = elu + 1, O(n); no logit scale",
+    honours=frozenset({"rotate"}), masks=frozenset({"causal"}), probabilities=False,
+    uses_scale=False, max_length=unbounded, fn=linear_attention)

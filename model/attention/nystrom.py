@@ -1,4 +1,4 @@
-"""Nystromformer: softmax attention through m landmarks (REFERENCE.md section 4).
+"""Nystromformer: softmax attention through m landmarks (docs/techniques.md section 4).
 
   softmax(Q K~^T) . pinv(softmax(Q~ K~^T)) . softmax(Q~ K^T) V,
 
@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from model.attention.linear import key_validity
 from model.attention.softmax import masked_softmax
-from utils.errors import ConfigError
+from model.variants import Field, KernelVariant, at_least, positive, unbounded
 
 
 def landmark_weights(valid, m: int):
@@ -73,8 +73,15 @@ def nystrom_attention(q, k, v, inputs, cfg):
   return (out * rows[:, :, None, None]).astype(v.dtype)
 
 
-def validate(cfg) -> None:
-  if cfg.nystrom_landmarks <= 0:
-    raise ConfigError(f"model.nystrom_landmarks must be positive, got {cfg.nystrom_landmarks}")
-  if cfg.nystrom_iterations < 0:
-    raise ConfigError(f"model.nystrom_iterations must be >= 0, got {cfg.nystrom_iterations}")
+FIELDS = (
+    Field("nystrom_landmarks", 32, "number of landmarks m (segment means of the valid tokens)",
+          positive, bad=(0,)),
+    Field("nystrom_iterations", 6, "iterations of the pseudo-inverse", at_least(0), bad=(-1,)),
+)
+
+# Three softmaxes through the landmarks, but never the [q, k] probabilities: nothing for
+# attention dropout to act on.
+VARIANT = KernelVariant(
+    name="nystrom", doc="softmax attention through m landmarks, O(n m); bidirectional",
+    fields=FIELDS, honours=frozenset({"rotate"}), masks=frozenset(), probabilities=False,
+    uses_scale=True, max_length=unbounded, fn=nystrom_attention)

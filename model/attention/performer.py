@@ -1,4 +1,4 @@
-"""Performer (FAVOR+): softmax attention through positive random features (REFERENCE.md 4).
+"""Performer (FAVOR+): softmax attention through positive random features (docs/techniques.md section 4).
 
   exp(q.k) = E_w[phi(q) . phi(k)],  phi(x) = exp(W x - |x|^2 / 2) / sqrt(m),
 
@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 
 from model.attention.linear import feature_attention, key_validity
+from model.positions import get_position
+from model.variants import Field, KernelVariant, any_value, positive, unbounded
 from utils.errors import ConfigError
 
 
@@ -84,11 +86,21 @@ class PerformerAttention(nn.Module):
     return performer_attention(q, k, v, inputs, w)
 
 
-def validate(cfg) -> None:
-  from model.attention.base import POSITION_TERMS
+def _check(cfg) -> None:
   m = cfg.performer_features
-  if m <= 0:
-    raise ConfigError(f"model.performer_features must be positive, got {m}")
-  if m % 2 and "rotate" in POSITION_TERMS.get(cfg.position, ()):
+  if m % 2 and "rotate" in get_position(cfg.position).terms(cfg):
     raise ConfigError(f"position={cfg.position} rotates feature pairs: "
                       f"model.performer_features must be even, got {m}")
+
+
+FIELDS = (
+    Field("performer_features", 64, "number of random features m", positive, bad=(0,)),
+    Field("performer_redraw", False, "draw new random features every training step",
+          any_value),
+)
+
+VARIANT = KernelVariant(
+    name="performer", doc="FAVOR+: softmax attention through positive random features, O(n m)",
+    fields=FIELDS, check=_check, honours=frozenset({"rotate"}), masks=frozenset({"causal"}),
+    probabilities=False, uses_scale=True, max_length=unbounded,
+    module=lambda cfg: PerformerAttention(cfg))

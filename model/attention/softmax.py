@@ -1,8 +1,12 @@
-"""Standard softmax attention: softmax(lambda * q.k + bias) v (REFERENCE.md sections 1-3)."""
+"""Standard softmax attention: softmax(lambda * q.k + bias) v (docs/techniques.md sections 1-3)."""
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+from model.attention.base import ALL_MASKS
+from model.positions.base import TERM_NAMES
+from model.variants import KernelVariant, unbounded
 
 
 def masked_softmax(logits, mask):
@@ -50,3 +54,9 @@ def softmax_attention(q, k, v, inputs, cfg=None):
   if t.value_term is not None:
     out = out + t.value_term(probs).astype(out.dtype)
   return out
+
+
+VARIANT = KernelVariant(
+    name="softmax", doc="softmax_j(lambda q_i.k_j + b_ij) v_j over the full [q, k] logits",
+    honours=frozenset(TERM_NAMES), masks=ALL_MASKS, probabilities=True, uses_scale=True,
+    max_length=unbounded, fn=softmax_attention)

@@ -1,4 +1,4 @@
-"""Synthesizer attention: logits predicted without q.k (REFERENCE.md section 4).
+"""Synthesizer attention: logits predicted without q.k (docs/techniques.md section 4).
 
   dense:      B = relu(X W1 + b1) W2 + b2, each token predicts its row of max_len logits
   random:     B = R, a learned max_len x max_len matrix per head
@@ -18,9 +18,9 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from model.attention.base import ALL_MASKS
 from model.attention.softmax import masked_softmax
-from model.positions import LengthBoundError
-from utils.errors import ConfigError
+from model.variants import Field, KernelVariant, LengthBoundError, positive
 
 
 def check_length(name: str, n: int, max_len: int) -> None:
@@ -73,6 +73,20 @@ class Synthesizer(nn.Module):
     return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
 
 
-def validate(cfg) -> None:
-  if cfg.synthesizer_rank <= 0:
-    raise ConfigError(f"model.synthesizer_rank must be positive, got {cfg.synthesizer_rank}")
+RANK = Field("synthesizer_rank", 8, "synthesizer_factorized: rank r of the learned logit "
+             "factors", positive, bad=(0,))
+
+
+def _variant(kind: str, doc: str, fields=()) -> KernelVariant:
+  # the tables have model.max_len entries (a core field, shared with position=learned)
+  return KernelVariant(
+      name=f"synthesizer_{kind}", doc=doc, fields=fields, honours=frozenset(), masks=ALL_MASKS,
+      probabilities=True, uses_scale=False, max_length=lambda cfg: cfg.max_len,
+      module=lambda cfg: Synthesizer(cfg, kind))
+
+
+VARIANTS = [
+    _variant("dense", "each token predicts its row of logits: relu(X W1 + b1) W2 + b2"),
+    _variant("random", "a learned max_len x max_len logit matrix per head"),
+    _variant("factorized", "learned low-rank logits R1 R2^T per head", fields=(RANK,)),
+]

@@ -1,10 +1,13 @@
-"""Absolute position encodings added to the token embeddings (REFERENCE.md section 3)."""
+"""Absolute position encodings added to the token embeddings (docs/techniques.md section 3)."""
 from __future__ import annotations
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from utils.errors import ConfigError, UserError
+from model.variants import Field, LengthBoundError, PositionVariant, no_terms, one_of, unbounded
+from utils.errors import ConfigError
+
+SINUSOIDAL_MODES = ("add", "mul")
 
 
 def sinusoidal(positions, width: int):
@@ -15,10 +18,6 @@ def sinusoidal(positions, width: int):
   ang = positions.astype(jnp.float32)[..., None] / jnp.power(10000.0, i / width)
   # interleave sin/cos so that channel 2i is sin and 2i+1 is cos
   return jnp.stack([jnp.sin(ang), jnp.cos(ang)], axis=-1).reshape(*ang.shape[:-1], width)
-
-
-class LengthBoundError(UserError):
-  """Raised when a length-bound encoding or attention is asked for a longer sequence."""
 
 
 class LearnedPositions(nn.Module):
@@ -50,4 +49,28 @@ class SinusoidalPositions(nn.Module):
       return x + p
     if self.mode == "mul":
       return x * p
-    raise ConfigError(f"unknown sinusoidal_mode {self.mode!r}; valid names: ['add', 'mul']")
+    raise ConfigError(f"unknown sinusoidal_mode {self.mode!r}; valid names: "
+                      f"{list(SINUSOIDAL_MODES)}")
+
+
+def _even_width(cfg) -> None:
+  if cfg.width % 2:
+    raise ConfigError(f"position=sinusoidal needs an even model width (sin/cos pairs), got "
+                      f"model.width={cfg.width}")
+
+
+SINUSOIDAL_MODE = Field("sinusoidal_mode", "add", "sinusoidal: add the table to the "
+                        "embeddings, or multiply them by it", one_of(SINUSOIDAL_MODES),
+                        bad=("concat",))
+
+VARIANTS = [
+    # the table size is the core field model.max_len (synthesizers share it)
+    PositionVariant(
+        name="learned", doc="a learned table of model.max_len vectors added to the embeddings",
+        terms=no_terms, max_length=lambda cfg: cfg.max_len,
+        absolute=lambda cfg: LearnedPositions(max_len=cfg.max_len, width=cfg.width)),
+    PositionVariant(
+        name="sinusoidal", doc="the fixed sin/cos table of Vaswani et al., added or multiplied",
+        fields=(SINUSOIDAL_MODE,), check=_even_width, terms=no_terms, max_length=unbounded,
+        absolute=lambda cfg: SinusoidalPositions(width=cfg.width, mode=cfg.sinusoidal_mode)),
+]

@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from model.positions.base import RelativeTerms, key_offset
+from model.variants import PositionVariant, unbounded
 
 
 def alibi_slopes(num_heads: int):
@@ -31,3 +32,9 @@ class Alibi(nn.Module):
 
   def __call__(self, q_pos, k_pos, causal: bool = False):
     return RelativeTerms(bias=alibi_bias(q_pos, k_pos, self.num_heads, causal))
+
+
+VARIANT = PositionVariant(
+    name="alibi", doc="a fixed penalty -m_h |i - j| per head, after the scale",
+    terms=lambda cfg: frozenset({"bias"}), max_length=unbounded,
+    relative=lambda cfg: Alibi(num_heads=cfg.num_heads))

@@ -9,8 +9,9 @@ A position encoding has up to two parts, each optional:
   to the attention output (Shaw's value vectors), or the q.k logits themselves when they
   cannot be written as one rotation (ReRoPE: two rotations, selected per pair).
 
-Attention kernels consume `RelativeTerms`; a kernel that cannot honour a term refuses it at
-start-up (see model/attention/__init__.py).
+Attention kernels consume `RelativeTerms`. Each encoding declares which fields it returns
+(PositionVariant.terms, model/variants.py), so that a kernel that cannot honour a term refuses
+it at start-up, and the attention layer refuses a returned term that was not declared.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import dataclasses
 from typing import Any, Callable, Optional
 
 import jax.numpy as jnp
+
+from model.variants import DeclarationError, Field, at_least
 
 Array = Any
 
@@ -37,12 +40,31 @@ class RelativeTerms:
 NO_TERMS = RelativeTerms()
 
 
-@dataclasses.dataclass(frozen=True)
-class PositionSpec:
-  """Registry entry. Factories take the model config and return a linen module or None."""
-  absolute: Optional[Callable[[Any], Any]] = None  # module(x, positions) -> x
-  relative: Optional[Callable[[Any], Any]] = None  # module(q_pos, k_pos, causal) -> RelativeTerms
-  max_length: Callable[[Any], Optional[int]] = lambda cfg: None  # longest usable sequence
+TERM_NAMES = tuple(f.name for f in dataclasses.fields(RelativeTerms))
+
+
+def used_terms(terms: RelativeTerms) -> frozenset:
+  """The fields of `terms` that differ from NO_TERMS: what the encoding contributes."""
+  def used(name):
+    value, default = getattr(terms, name), getattr(NO_TERMS, name)
+    return value is not None if default is None else value != default
+  return frozenset(name for name in TERM_NAMES if used(name))
+
+
+def term_arrays(terms: RelativeTerms) -> dict:
+  """The used fields of `terms` as {name: array}: what may cross nn.remat into the blocks
+  when one module serves every layer (PositionVariant.shared). RelativeTerms(**d) rebuilds."""
+  out = {name: getattr(terms, name) for name in sorted(used_terms(terms))}
+  for name, value in out.items():
+    if callable(value) or not hasattr(value, "shape"):
+      raise DeclarationError(f"a shared position module returned RelativeTerms.{name}, which "
+                             "is not an array; only array terms (bias) can be shared")
+  return out
+
+
+# shaw and deberta: one clip distance K for their tables of 2K+1 relative vectors
+RELATIVE_CLIP = Field("relative_clip", 64, "shaw, deberta: relative distances clipped to "
+                      "[-K, K] (tables of 2K+1 vectors)", at_least(1), bad=(0,))
 
 
 def key_offset(q_pos, k_pos):

@@ -1,4 +1,4 @@
-"""DeBERTa's disentangled attention (He et al. 2021; REFERENCE.md section 3).
+"""DeBERTa's disentangled attention (He et al. 2021; docs/techniques.md section 3).
 
 With delta = clip(i - j, -K, K) and learned relative vectors K^r, Q^r per layer and head:
   s_ij = q_i.k_j + q_i.K^r_delta + k_j.Q^r_delta      (content, content-to-position,
@@ -18,7 +18,9 @@ import math
 import flax.linen as nn
 import jax.numpy as jnp
 
-from model.positions.base import RelativeTerms, clipped_index, key_offset, per_pair
+from model.positions.base import (RELATIVE_CLIP, RelativeTerms, clipped_index, key_offset,
+                                  per_pair)
+from model.variants import PositionVariant, unbounded
 
 
 class Deberta(nn.Module):
@@ -43,3 +45,11 @@ class Deberta(nn.Module):
       return c2p + p2c
 
     return RelativeTerms(content_logits=content_logits, logit_multiplier=1.0 / math.sqrt(3.0))
+
+
+VARIANT = PositionVariant(
+    name="deberta", doc="disentangled content-to-position and position-to-content terms",
+    fields=(RELATIVE_CLIP,), terms=lambda cfg: frozenset({"content_logits", "logit_multiplier"}),
+    max_length=unbounded,
+    relative=lambda cfg: Deberta(clip=cfg.relative_clip, num_heads=cfg.num_heads,
+                                 head_dim=cfg.head_dim))

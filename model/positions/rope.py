@@ -1,4 +1,4 @@
-"""Rotary position embedding (RoPE; REFERENCE.md section 3).
+"""Rotary position embedding (RoPE; docs/techniques.md sections 3 and 8).
 
 Each pair of features of q and k is rotated by angle m * theta_t with
 theta_t = base^(-2t/d), so (R_m q).(R_n k) = q.(R_{n-m} k): logits depend on m - n only.
@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from model.positions.base import RelativeTerms
+from model.variants import Field, PositionVariant, at_least, one_of, positive, unbounded
 from utils.errors import ConfigError
 
 LAYOUTS = ("interleaved", "half")
@@ -35,8 +36,8 @@ def rope_cos_sin(positions, head_dim: int, base: float = 10000.0):
 
   Static positions (a numpy array: the encoder's 0..n-1) give constant tables computed here
   in float64. Inside a jitted step, traced tables would be fused into the rotation and their
-  cos and sin recomputed for every element of q and k (~5% of the default train step).
-  Traced positions (float for PI) take the float32 path.
+  cos and sin recomputed for every element of q and k. Traced positions (float for PI) take
+  the float32 path.
   """
   if head_dim % 2:
     raise ConfigError(f"RoPE needs an even head dimension, got {head_dim}")
@@ -125,3 +126,56 @@ class Rope(nn.Module):
     return RelativeTerms(rotate=functools.partial(
         scaled_rope, base=self.base, layout=self.layout, scaling=self.scaling,
         factor=self.factor))
+
+
+def _scaling_check(value, cfg):
+  if value not in SCALINGS:
+    return f"unknown rope_scaling; valid names: {sorted(SCALINGS)}"
+  if value != "none" and cfg.position != "rope":
+    return f"applies to position=rope only, not position={cfg.position}; use rope_scaling=none"
+  return None
+
+
+def _factor_check(value, cfg):
+  if value <= 0:
+    return "must be positive"
+  if value != 1.0 and cfg.rope_scaling not in ("pi", "ntk"):
+    # only pi and ntk read the factor: anything else would silently ignore it
+    return (f"only rope_scaling=pi or ntk use a factor, not rope_scaling={cfg.rope_scaling}; "
+            "set model.rope_scaling=pi|ntk or leave the factor at 1")
+  return None
+
+
+FIELDS = (
+    Field("rope_base", 10000.0, "base of the angles theta_t = base^(-2t/d)", positive,
+          eval_time=True, bad=(0.0,)),
+    Field("rope_layout", "interleaved", "feature pairs: interleaved (RoFormer) or half "
+          "(GPT-NeoX); not interchangeable when loading weights", one_of(LAYOUTS),
+          bad=("neox",)),
+    Field("rope_scaling", "none", "extrapolation past the training length: none | pi | ntk | "
+          "rerope", _scaling_check, eval_time=True, bad=("yarn",)),
+    Field("rope_scaling_factor", 1.0, "pi: positions / factor; ntk: base scaled for factor",
+          _factor_check, eval_time=True, bad=(0.0,)),
+    Field("rerope_window", 64, "rerope: exact relative positions inside the window, clamped "
+          "beyond", at_least(1), eval_time=True, bad=(0,)),
+)
+
+
+def _check(cfg) -> None:
+  if cfg.head_dim % 2:
+    raise ConfigError(f"position=rope needs an even head dimension, got {cfg.head_dim}")
+  if cfg.rope_scaling == "ntk" and cfg.head_dim <= 2:
+    raise ConfigError("rope_scaling=ntk needs a head dimension above 2 (base^(d/(d-2)))")
+
+
+def _terms(cfg) -> frozenset:
+  # ReRoPE's clamped logits are not one rotation of q and k: it forms q.k itself
+  return frozenset({"qk_logits"}) if cfg.rope_scaling == "rerope" else frozenset({"rotate"})
+
+
+VARIANT = PositionVariant(
+    name="rope", doc="rotary position embedding: q and k rotated by their positions",
+    fields=FIELDS, check=_check, terms=_terms, max_length=unbounded,
+    relative=lambda cfg: Rope(base=cfg.rope_base, layout=cfg.rope_layout,
+                              scaling=cfg.rope_scaling, factor=cfg.rope_scaling_factor,
+                              window=cfg.rerope_window))

@@ -1,4 +1,4 @@
-"""Classic relative positions (Shaw, Uszkoreit and Vaswani 2018; REFERENCE.md section 3).
+"""Classic relative positions (Shaw, Uszkoreit and Vaswani 2018; docs/techniques.md section 3).
 
 Learned vectors r^K, r^V indexed by the clipped offset clip(j - i, -K, K):
   s_ij = q_i . (k_j + r^K_ij)      (before the scale, like q.k)
@@ -11,7 +11,9 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from model.positions.base import RelativeTerms, clipped_index, key_offset, per_pair
+from model.positions.base import (RELATIVE_CLIP, RelativeTerms, clipped_index, key_offset,
+                                  per_pair)
+from model.variants import PositionVariant, unbounded
 
 
 class Shaw(nn.Module):
@@ -40,3 +42,10 @@ class Shaw(nn.Module):
       return jnp.einsum("bhqr,rd->bqhd", pooled, rel_v.astype(probs.dtype))
 
     return RelativeTerms(content_logits=content_logits, value_term=value_term)
+
+
+VARIANT = PositionVariant(
+    name="shaw", doc="learned relative key and value vectors of the clipped offset j - i",
+    fields=(RELATIVE_CLIP,), terms=lambda cfg: frozenset({"content_logits", "value_term"}),
+    max_length=unbounded,
+    relative=lambda cfg: Shaw(clip=cfg.relative_clip, head_dim=cfg.head_dim))

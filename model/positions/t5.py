@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from model.positions.base import RelativeTerms, key_offset
+from model.variants import Field, PositionVariant, unbounded
 
 
 def t5_bucket(offset, bidirectional: bool, num_buckets: int = 32, max_distance: int = 128):
@@ -48,3 +49,31 @@ class T5Bias(nn.Module):
                        self.max_distance)
     bias = jnp.take(table, bucket, axis=0)  # [q, k, H]
     return RelativeTerms(bias=jnp.transpose(bias, (2, 0, 1))[None])
+
+
+def _buckets_check(value, cfg):
+  del cfg
+  return None if value >= 4 and value % 2 == 0 else "must be even and >= 4"
+
+
+def _distance_check(value, cfg):
+  # the log-spaced buckets run from the last exact distance to max_distance
+  exact = cfg.t5_num_buckets // 2 if cfg.causal else cfg.t5_num_buckets // 4
+  if value <= exact:
+    return (f"must exceed the {exact} exact distances of {cfg.t5_num_buckets} buckets "
+            f"({'causal' if cfg.causal else 'bidirectional'})")
+  return None
+
+
+FIELDS = (
+    Field("t5_num_buckets", 32, "number of relative-position buckets (even)", _buckets_check,
+          bad=(31, 2)),
+    Field("t5_max_distance", 128, "distance beyond which every offset shares the last bucket",
+          _distance_check, bad=(8,)),
+)
+
+VARIANT = PositionVariant(
+    name="t5", doc="a learned scalar per head and log-spaced bucket of j - i, after the scale",
+    fields=FIELDS, terms=lambda cfg: frozenset({"bias"}), max_length=unbounded,
+    relative=lambda cfg: T5Bias(num_heads=cfg.num_heads, num_buckets=cfg.t5_num_buckets,
+                                max_distance=cfg.t5_max_distance, width=cfg.width))

@@ -1,4 +1,4 @@
-"""Transformer-XL / XLNet relative attention (Dai et al. 2019; REFERENCE.md section 3).
+"""Transformer-XL / XLNet relative attention (Dai et al. 2019; docs/techniques.md section 3).
 
   s_ij = q_i.k_j + q_i.W_R R_{i-j} + u.k_j + v.W_R R_{i-j}
 
@@ -17,6 +17,8 @@ import jax.numpy as jnp
 
 from model.positions.absolute import sinusoidal
 from model.positions.base import RelativeTerms, per_pair
+from model.variants import PositionVariant, unbounded
+from utils.errors import ConfigError
 
 
 class TransformerXL(nn.Module):
@@ -44,3 +46,15 @@ class TransformerXL(nn.Module):
       return per_pair(pos, idx) + content_bias[:, :, None, :]
 
     return RelativeTerms(content_logits=content_logits)
+
+
+def _even_width(cfg) -> None:
+  if cfg.width % 2:
+    raise ConfigError(f"position=xl needs an even model width (sinusoidal R), got {cfg.width}")
+
+
+VARIANT = PositionVariant(
+    name="xl", doc="Transformer-XL: sinusoidal R_{i-j} projected per head, global biases u, v",
+    check=_even_width, terms=lambda cfg: frozenset({"content_logits"}), max_length=unbounded,
+    relative=lambda cfg: TransformerXL(width=cfg.width, num_heads=cfg.num_heads,
+                                       head_dim=cfg.head_dim))
