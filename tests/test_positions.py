@@ -14,6 +14,7 @@ import pytest
 from model.attention.layer import MultiHeadAttention
 from model.config import ModelConfig
 from model.masks import causal_mask, num_valid_keys, padding_mask
+from model.positions import POSITIONS
 from model.positions.alibi import Alibi, alibi_slopes
 from model.positions.rope import apply_rope, ntk_base, rerope_logits, scaled_rope
 from model.positions.shaw import Shaw
@@ -118,6 +119,50 @@ def test_layer_matches_per_pair_formula(name):
 
 def test_alibi_slopes():
   np.testing.assert_allclose(alibi_slopes(8), [2.0 ** -k for k in range(1, 9)], rtol=0)
+
+
+def _published_slopes(heads):
+  """The ALiBi reference rule (as in its code and BLOOM), in float64: a geometric sequence
+  from start = 2^(-2^-(log2(H) - 3)) with ratio start for a power of two; otherwise the slopes
+  of the nearest lower power of two n, then every other slope of 2n heads."""
+  def power_of_two(n):
+    start = 2.0 ** (-2.0 ** -(math.log2(n) - 3))
+    return [start * start ** i for i in range(n)]
+  if math.log2(heads).is_integer():
+    return power_of_two(heads)
+  n = 2 ** math.floor(math.log2(heads))
+  return power_of_two(n) + _published_slopes(2 * n)[0::2][:heads - n]
+
+
+@pytest.mark.parametrize("heads", [1, 2, 3, 5, 6, 7, 8, 12, 16, 20, 24, 32])
+def test_alibi_reference_slopes(heads):
+  np.testing.assert_allclose(alibi_slopes(heads), _published_slopes(heads), rtol=1e-6)
+  # and the option that keeps the closed form 2^(-8h/H) for every head count
+  np.testing.assert_allclose(alibi_slopes(heads, "closed_form"),
+                             [2.0 ** (-8 * h / heads) for h in range(1, heads + 1)], rtol=1e-6)
+
+
+def test_alibi_reference_slopes_written_out():
+  # 12 heads: the 8 slopes of 8 heads, then 2^-0.5, 2^-1.5, 2^-2.5, 2^-3.5 (from 16 heads)
+  want12 = [2.0 ** -k for k in range(1, 9)] + [2.0 ** -k for k in (0.5, 1.5, 2.5, 3.5)]
+  np.testing.assert_allclose(alibi_slopes(12), want12, rtol=1e-6)
+  # 6 heads: the 4 slopes of 4 heads (1/4 ... 1/256), then 1/2 and 1/8 (from 8 heads)
+  np.testing.assert_allclose(alibi_slopes(6), [1 / 4, 1 / 16, 1 / 64, 1 / 256, 1 / 2, 1 / 8],
+                             rtol=1e-6)
+  # the largest difference between the two rules at 12 heads (the issue's 0.69)
+  gap = np.max(np.abs(np.asarray(alibi_slopes(12)) - np.asarray(alibi_slopes(12, "closed_form"))))
+  assert gap == pytest.approx(0.69, abs=0.01)
+  # a power of two: both rules are the same numbers, bit for bit
+  np.testing.assert_array_equal(alibi_slopes(8), alibi_slopes(8, "closed_form"))
+
+
+def test_alibi_layer_uses_the_configured_slopes():
+  pos = jnp.arange(5)
+  for rule in ("reference", "closed_form"):
+    cfg = _cfg(position="alibi", width=24, num_heads=12, alibi_slopes=rule)
+    bias = POSITIONS["alibi"].relative(cfg).apply({}, pos, pos).bias  # [1, H, q, k]
+    # one step to the right costs exactly one slope per head
+    np.testing.assert_allclose(-bias[0, :, 0, 1], alibi_slopes(12, rule), rtol=0)
 
 
 # ---------------------------------------------------------------------------------------------
