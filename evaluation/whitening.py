@@ -1,4 +1,4 @@
-"""BERT-whitening (REFERENCE.md section 6): x -> (x - mu) W, W = U S^{-1/2} keeping k columns.
+"""BERT-whitening (docs/techniques.md section 6): x -> (x - mu) W, W = U S^{-1/2}, k columns.
 
 After the transform the embeddings have zero mean and identity covariance (in the kept
 directions), so the cosine of two sentences is no longer dominated by a few shared directions.

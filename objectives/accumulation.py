@@ -1,7 +1,8 @@
-"""Gradients of a contrastive loss over a batch processed in micro-batches (REFERENCE.md sec. 6).
+"""Gradients of a contrastive loss over a batch processed in micro-batches.
 
 A contrastive loss couples every row of the batch to every other (each row's negatives are the
-others' embeddings), so the large-batch gradient is NOT the average of micro-batch gradients.
+others' embeddings), so the large-batch gradient is NOT the average of micro-batch gradients
+(docs/techniques.md section 6).
 Three modes, each a grad_fn(params, batch, key) -> ((loss, metrics), grads) for
 training.step.make_train_step:
 

@@ -1,4 +1,4 @@
-"""Contrastive objectives as pure functions of a score matrix (REFERENCE.md section 6).
+"""Contrastive objectives as pure functions of a score matrix (docs/techniques.md section 6).
 
 Every loss takes `logits` [r, c] (row i scores candidate j), integer `targets` [r] (the column of
 row i's positive) and an optional boolean `allowed` [r, c] (False removes a candidate entirely,

@@ -1,4 +1,4 @@
-"""Masked-LM loss and accuracy on the predicted positions only (REFERENCE.md section 6)."""
+"""Masked-LM loss and accuracy on the predicted positions only (docs/techniques.md section 6)."""
 from __future__ import annotations
 
 import jax.numpy as jnp

@@ -2,9 +2,9 @@
 
 XLA's CPU runtime mallocs each execution's scratch ("temp") buffer and frees it afterwards;
 the default MLM train step needs ~250 MiB of it. glibc serves a block that large with a fresh
-`mmap` and gives it back with `munmap`, so on every step the kernel maps and zeroes ~64k new
-pages: measured on the 2-core development machine as ~72k page faults and ~150 ms of system
-time per step, ~18% of the step's wall time (docs/results/mlm_throughput.md).
+`mmap` and gives it back with `munmap`, so on every step the kernel maps and zeroes tens of
+thousands of new pages: page faults and system time that are a sizeable part of a CPU step
+(measured in docs/results/mlm_throughput.md).
 
 Three malloc settings make glibc keep the block and hand the same memory out again on the next
 step (zero page faults once warm):
