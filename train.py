@@ -3,7 +3,10 @@
   python train.py --config configs/mlm_extrapolation.py[:variant,...] --workdir DIR \
       [--config.train.steps=100 ...] [--overwrite]
 
-Rerunning the same command on an existing workdir resumes where it stopped.
+The config's task (config.task: mlm, contrastive, ...; training/tasks.py) trains the run and
+evaluates it at the end. Rerunning the same command on an existing workdir resumes where it
+stopped; rerunning it with a larger --config.train.steps (or another change listed in
+training/workdir.py's RESUMABLE) continues a finished run from its last checkpoint.
 """
 from __future__ import annotations
 
@@ -25,10 +28,15 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv) -> int:
   del argv
+  # imported here, after absl has parsed the flags: a bad flag fails before JAX loads
   from training.tasks import get_task
-  return get_task(_CONFIG.value).train_main(_CONFIG.value, _WORKDIR.value,
-                                            overwrite=_OVERWRITE.value, progress=_PROGRESS.value,
-                                            stop_after=_STOP_AFTER.value)
+  task = get_task(_CONFIG.value)
+  result = task.train(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value,
+                      progress=_PROGRESS.value, stop_after=_STOP_AFTER.value)
+  text = task.report(result)
+  if text:
+    print(text)
+  return 0
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Mean attention entropy by sequence length (REFERENCE.md section 1's check).
+"""Mean attention entropy by sequence length (docs/techniques.md section 1's check).
 
 With the standard scale the entropy of each attention row grows like log n, so a model trained
 at 64 attends more diffusely at 1024; the log-n scale is meant to keep it flat. This measures
@@ -48,19 +48,3 @@ def entropy_by_length(model, params, valid_stream, lengths, *, max_tokens: int,
     out[n] = {"entropy": float(np.mean(per_layer)), "per_layer": per_layer,
               "log_n": math.log(n)}
   return out
-
-
-def entropy_workdir(workdir: str, lengths=None, config=None, out=None) -> dict:
-  """Entropy by length for a workdir's newest checkpoint; saved as entropy.json."""
-  import os
-
-  from evaluation.mlm_by_length import load_run, usable_lengths
-  from utils.files import atomic_write_json
-  config, data, model, step, params = load_run(workdir, config=config)
-  usable, refused = usable_lengths(workdir, model, lengths or config.eval.lengths)
-  e = config.eval
-  res = entropy_by_length(model, params, data.valid_stream, usable, max_tokens=e.max_tokens,
-                          batch_tokens=e.batch_tokens)
-  result = {"step": step, "lengths": {str(n): v for n, v in res.items()}, "refused": refused}
-  atomic_write_json(out or os.path.join(workdir, "entropy.json"), result)
-  return result

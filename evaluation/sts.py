@@ -7,12 +7,14 @@ BERT-whitening (evaluation/whitening.py) is fitted on the evaluation sentences o
 from __future__ import annotations
 
 import math
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data.sts import encode_sentences
+from data.tokenizers import PAD
+from evaluation import whitening
 from utils.errors import UserError
 
 
@@ -50,8 +52,6 @@ def cosine_rows(a, b) -> np.ndarray:
 def make_embedder(model, params, tokenizer, length: int, batch_size: int = 256,
                   project: bool = True):
   """sentences -> embeddings [N, D] (numpy), deterministic, in fixed-shape batches."""
-  from data.sts import encode_sentences
-  from data.tokenizers import PAD
 
   @jax.jit
   def apply(params, tokens):  # params as an argument: not baked into the program as constants
@@ -79,53 +79,9 @@ def sts_spearman(embed, data, whitening_k: int | None = None, whitening_corpus=N
   whitening_k: None = no whitening; 0 = whiten keeping every dimension; k > 0 keep k.
   whitening_corpus: sentences to fit the whitening on (default: the evaluation sentences).
   """
-  from evaluation import whitening
   e1, e2 = embed(data.s1), embed(data.s2)
   if whitening_k is not None:
     fit_on = embed(whitening_corpus) if whitening_corpus else np.concatenate([e1, e2])
     mu, w = whitening.fit(fit_on, whitening_k)
     e1, e2 = whitening.transform(e1, mu, w), whitening.transform(e2, mu, w)
   return spearman(cosine_rows(e1, e2), data.scores)
-
-
-def load_sts(spec: str, split: str | None, config) -> "object":
-  """An STS file (either format), or `synthetic` for the embedded set of the run's config."""
-  from data import sts
-  if spec == "synthetic":
-    s = config.data.synthetic
-    return sts.synthetic_sts(s.num_eval, s.seed)
-  return sts.read_sts(spec, split or None)
-
-
-def evaluate_sts_workdir(workdir: str, sts_path: str, *, split: str = "", whitening_k=None,
-                         whitening_corpus: str = "", params=None, step=None,
-                         loaded=None) -> dict:
-  """Scores a contrastive workdir's latest checkpoint (or given params) on an STS set.
-
-  Appends the result under a name (file, split, whitening) to DIR/sts_eval.json and returns it.
-  """
-  from data.sts import read_sentences
-  from training import contrastive
-  from utils.files import atomic_write_json, read_json
-
-  config, model, tokenizer, restored_params, restored_step = loaded or contrastive.load_run(
-      workdir, with_params=params is None)
-  params = restored_params if params is None else params
-  step = restored_step if step is None else step
-  data = load_sts(sts_path, split, config)
-  embed = make_embedder(model, params, tokenizer, config.data.max_len,
-                        config.eval.batch_size, project=config.sentence.eval_projection)
-  corpus = read_sentences(whitening_corpus) if whitening_corpus else None
-  value = sts_spearman(embed, data, whitening_k, corpus)
-  name = os.path.basename(sts_path) + (f":{split}" if split else "")
-  if whitening_k is not None:
-    name += f":whiten{whitening_k or 'all'}" + (f"@{os.path.basename(whitening_corpus)}"
-                                                if whitening_corpus else "")
-  result = {"step": None if step is None else int(step), "sts": sts_path, "split": split,
-            "whitening_k": whitening_k, "whitening_corpus": whitening_corpus,
-            "pairs": len(data), "spearman": value}
-  path = os.path.join(workdir, "sts_eval.json")
-  saved = read_json(path) if os.path.exists(path) else {}
-  saved[name] = result
-  atomic_write_json(path, saved)
-  return dict(result, name=name)

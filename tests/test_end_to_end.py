@@ -41,6 +41,10 @@ def test_train_stop_resume_evaluate(tmp_path):
   rows = [line for line in p.stdout.splitlines() if line.startswith("| a ") or
           line.startswith("| b ")]
   assert len(rows) == 2 and rows[0].split("|")[2:] == rows[1].split("|")[2:]
+  # an option of the contrastive task is refused, naming this run's task
+  p = run("evaluate.py", f"--workdir={a}", "--sts=synthetic", check=False)
+  assert p.returncode == 2 and "Traceback" not in p.stderr
+  assert p.stderr.startswith("error: --sts is not an option of the mlm task")
 
 
 def test_learned_positions_refuse_long_lengths_in_one_line(tmp_path):

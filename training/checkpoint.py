@@ -14,6 +14,9 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
+from training.optimizer import make_optimizer
+from training.state import TrainState
+
 
 class Checkpointer:
 
@@ -77,8 +80,6 @@ def restore_params(workdir: str, init_fn, train_cfg):
 
   init_fn() returns parameters of the right shapes (only traced, never run).
   """
-  from training.optimizer import make_optimizer
-  from training.state import TrainState
   ckpt = Checkpointer(workdir, async_save=False)
   try:
     restored = ckpt.restore(abstract(jax.eval_shape(

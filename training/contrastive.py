@@ -13,6 +13,7 @@ resolved model is written to DIR/sentence_model.json so that evaluation needs on
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 
@@ -22,11 +23,22 @@ import numpy as np
 
 from data import sts
 from data.tokenizers import PAD, build_tokenizer, load_tokenizer
+from evaluation.plots import batch_plot
+from evaluation.sts import make_embedder, sts_spearman
+from evaluation.tables import seed_table
 from model.config import ModelConfig
+from model.encoder import MlmModel
 from model.sentence import SentenceEncoder, get_pooling
 from objectives.accumulation import MODES, make_grad_fn, num_micro_batches
 from objectives.contrastive import LossConfig, contrastive_loss
 from objectives.mlm import mlm_loss
+from training import mlm
+from training import workdir as wd
+from training.checkpoint import latest_step
+from training.checkpoint import restore_params as restore_checkpoint
+from training.loop import fit
+from training.optimizer import SCHEDULES
+from training.tasks import ModuleTask
 from utils.errors import ConfigError, UserError
 from utils.files import atomic_write_json, read_json
 
@@ -53,8 +65,7 @@ def init_params(model: SentenceEncoder, key, length: int):
 
 def restore_params(workdir: str, init_fn, train_cfg):
   """(step, params) of a workdir's newest checkpoint (training/checkpoint.py), or a user error."""
-  from training.checkpoint import restore_params as restore
-  restored = restore(workdir, init_fn, train_cfg)
+  restored = restore_checkpoint(workdir, init_fn, train_cfg)
   if restored is None:
     raise UserError(f"{workdir!r} has no checkpoint; train it first")
   return restored
@@ -140,8 +151,6 @@ def make_embed(model: SentenceEncoder, signal: str, simbert_weight: float = 1.0)
 
 def _mlm_run(init_from: str):
   """(config, tokenizer, MlmModel) of an MLM workdir."""
-  from model.encoder import MlmModel
-  from training import mlm, workdir as wd
   cfg = wd.load_config(init_from)
   if cfg.get("task", "mlm") != "mlm":
     raise ConfigError(f"init_from={init_from!r} is a {cfg.task!r} run; it must be an MLM "
@@ -160,7 +169,6 @@ def prepare_model(config, workdir: str, pairs: sts.StsData):
     return load_tokenizer(spec["tokenizer"], workdir), ModelConfig.from_dict(spec["model"]), None
   pretrained = None
   if config.init_from:
-    from training import mlm
     mlm_cfg, tok, mlm_model = _mlm_run(config.init_from)
     model_cfg = dataclasses.replace(mlm_model.cfg, dropout=config.model.dropout,
                                     attention_dropout=config.model.attention_dropout)
@@ -196,7 +204,6 @@ def merge_pretrained(params, pretrained):
 
 def check_config(config) -> None:
   """Everything that can be refused before data is read or anything compiled."""
-  from training.optimizer import SCHEDULES
   d, t = config.data, config.train
   if d.signal not in SIGNALS:
     raise ConfigError(f"unknown data.signal {d.signal!r}; valid names: {list(SIGNALS)}")
@@ -230,17 +237,10 @@ def check_config(config) -> None:
 
 
 def train(config, workdir: str, *, overwrite: bool = False, progress: bool = True,
-          stop_after: int | None = None):
-  """Trains (or resumes) a sentence encoder in workdir; scores config.eval.sts at the end.
-
-  Returns (FitResult, STS result or None).
-  """
-  from evaluation.sts import evaluate_sts_workdir
-  from training import workdir as wd
-  from training.loop import fit
-
+          stop_after: int | None = None) -> wd.TrainResult:
+  """Trains (or resumes) a sentence encoder in workdir; scores config.eval.sts at the end."""
   check_config(config)
-  wd.prepare(workdir, config, overwrite=overwrite)
+  changes = wd.prepare(workdir, config, overwrite=overwrite)
   pairs = training_pairs(config)
   tok, model_cfg, pretrained = prepare_model(config, workdir, pairs)
   model = sentence_model(config, model_cfg)
@@ -257,20 +257,29 @@ def train(config, workdir: str, *, overwrite: bool = False, progress: bool = Tru
                init_params=lambda key: merge_pretrained(fresh(key), pretrained),
                loss_fn=None, grad_fn=grad_fn, batch_fn=batches.batch,
                tokens_per_step=config.train.batch_size * 2 * length,
-               progress=progress, stop_after=stop_after)
+               progress=progress, stop_after=stop_after, changes=changes)
   evals = None
   if config.eval.at_end and config.eval.sts and not result.interrupted:
-    e = config.eval
-    evals = evaluate_sts_workdir(
-        workdir, e.sts, split=e.split, whitening_k=e.whitening_k if e.whitening else None,
-        params=result.state.params, step=result.step,
-        loaded=(config, model, tok, None, None))
-  return result, evals
+    run = wd.LoadedRun(config, model, tok, result.state.params, result.step)
+    evals = score_sts(workdir, run, **configured_evaluation(config))
+  return wd.TrainResult(workdir, result, evals)
 
 
-def load_run(workdir: str, with_params: bool = True):
-  """(config, model, tokenizer, params or None, step or None) of a contrastive workdir."""
-  from training import workdir as wd
+def _line(evaluation: dict) -> str:
+  return (f"STS Spearman x100 on {evaluation['name']} ({evaluation['pairs']} pairs), step "
+          f"{evaluation['step']}: {100 * evaluation['spearman']:.2f}")
+
+
+def report(result: wd.TrainResult) -> str:
+  """train.py's output: the STS Spearman of this run."""
+  return "" if result.evaluation is None else _line(result.evaluation)
+
+
+# ---------------------------------------------------------------------------------------------
+# Load and evaluate a workdir
+
+def load(workdir: str, with_params: bool = True) -> wd.LoadedRun:
+  """A contrastive workdir's config, model, tokenizer and (with_params) newest checkpoint."""
   config = wd.load_config(workdir)
   path = os.path.join(workdir, MODEL_FILE)
   if config.get("task") != "contrastive" or not os.path.exists(path):
@@ -279,16 +288,180 @@ def load_run(workdir: str, with_params: bool = True):
   tok = load_tokenizer(saved["tokenizer"], workdir)
   model = sentence_model(config, ModelConfig.from_dict(saved["model"]))
   if not with_params:
-    return config, model, tok, None, None
+    return wd.LoadedRun(config, model, tok, None, None)
   step, params = restore_params(workdir, lambda: init_params(
       model, jax.random.PRNGKey(0), config.data.max_len), config.train)
-  return config, model, tok, params, step
+  return wd.LoadedRun(config, model, tok, params, step)
 
 
-def train_main(config, workdir: str, **kwargs) -> int:
-  """train.py for the contrastive task: train, then print the STS Spearman of this run."""
-  result, evals = train(config, workdir, **kwargs)
-  if evals is not None:
-    print(f"STS Spearman x100 on {evals['name']} ({evals['pairs']} pairs), step "
-          f"{evals['step']}: {100 * evals['spearman']:.2f}")
-  return 0
+def configured_evaluation(config) -> dict:
+  """The run's own STS evaluation (config.eval), as options of score_sts."""
+  e = config.eval
+  return dict(sts=e.sts, sts_split=e.split, whitening_k=e.whitening_k if e.whitening else None,
+              whitening_corpus="")
+
+
+def evaluation_options(config, sts=None, sts_split=None, whitening_k=None,
+                       whitening_corpus=None) -> dict:
+  """evaluate.py's options over the run's configured evaluation: another --sts file takes
+  none of the configured split and whitening; any option given replaces the configured one."""
+  out = (configured_evaluation(config) if not sts else
+         dict(sts=sts, sts_split="", whitening_k=None, whitening_corpus=""))
+  given = dict(sts_split=sts_split, whitening_k=whitening_k, whitening_corpus=whitening_corpus)
+  out.update({k: v for k, v in given.items() if v is not None})
+  if not out["sts"]:
+    raise UserError("this run has no STS set to score (its eval.sts is empty); pass --sts FILE "
+                    "(an STS Benchmark tsv or s1<TAB>s2<TAB>score file) or --sts synthetic")
+  return out
+
+
+def result_name(sts: str, sts_split: str, whitening_k, whitening_corpus: str) -> str:
+  """The key of one evaluation in sts_eval.json: 'file[:split][:whitenK[@corpus]]'."""
+  name = os.path.basename(sts) + (f":{sts_split}" if sts_split else "")
+  if whitening_k is not None:
+    name += f":whiten{whitening_k or 'all'}" + (f"@{os.path.basename(whitening_corpus)}"
+                                                if whitening_corpus else "")
+  return name
+
+
+def sts_data(config, spec: str, split: str) -> sts.StsData:
+  """An STS file (either format), or `synthetic`: the embedded set of the run's config."""
+  if spec == "synthetic":
+    s = config.data.synthetic
+    return sts.synthetic_sts(s.num_eval, s.seed)
+  return sts.read_sts(spec, split or None)
+
+
+def score_sts(workdir: str, run: wd.LoadedRun, *, sts: str, sts_split: str = "",
+              whitening_k=None, whitening_corpus: str = "") -> dict:
+  """Spearman of a loaded run on an STS set; saved under its name in DIR/sts_eval.json."""
+  config = run.config
+  data = sts_data(config, sts, sts_split)
+  embed = make_embedder(run.model, run.params, run.tokenizer, config.data.max_len,
+                        config.eval.batch_size, project=config.sentence.eval_projection)
+  corpus = sts.read_sentences(whitening_corpus) if whitening_corpus else None
+  result = {"step": None if run.step is None else int(run.step), "sts": sts,
+            "split": sts_split, "whitening_k": whitening_k,
+            "whitening_corpus": whitening_corpus, "pairs": len(data),
+            "spearman": sts_spearman(embed, data, whitening_k, corpus)}
+  name = result_name(sts, sts_split, whitening_k, whitening_corpus)
+  path = os.path.join(workdir, "sts_eval.json")
+  saved = read_json(path) if os.path.exists(path) else {}
+  saved[name] = result
+  atomic_write_json(path, saved)
+  return dict(result, name=name)
+
+
+def _saved(workdir: str, step, options: dict) -> dict | None:
+  """The saved evaluation with these options if it is for this step."""
+  path = os.path.join(workdir, "sts_eval.json")
+  name = result_name(**options)
+  res = read_json(path).get(name) if os.path.exists(path) else None
+  same = res is not None and all(res.get(k) == options[k] for k in ("sts", "whitening_k",
+                                                                    "whitening_corpus"))
+  if not same or res.get("step") != step or res.get("split") != options["sts_split"]:
+    return None
+  return dict(res, name=name)
+
+
+def evaluate(workdir: str, *, sts=None, sts_split=None, whitening_k=None, whitening_corpus=None,
+             plot=None, title=None) -> dict:
+  """evaluate.py --workdir: STS Spearman of the latest checkpoint, on the run's configured
+  STS set unless another is given; the saved result is reused if it is for that checkpoint."""
+  del plot, title  # options of the table
+  if not os.path.isdir(workdir):
+    raise UserError(f"workdir {workdir!r} does not exist")
+  options = evaluation_options(wd.load_config(workdir), sts, sts_split, whitening_k,
+                               whitening_corpus)
+  saved = _saved(workdir, latest_step(workdir), options)
+  return saved if saved is not None else score_sts(workdir, load(workdir), **options)
+
+
+def describe(workdir: str, evaluation: dict) -> str:
+  return f"{workdir}: {_line(evaluation)}"
+
+
+def finished(workdir: str, config=None) -> bool:
+  """config's run is in workdir, at config.train.steps, with its end-of-run STS score."""
+  if not wd.reached(workdir, config):
+    return False
+  config = config or wd.load_config(workdir)
+  if not (config.eval.at_end and config.eval.sts):
+    return True
+  return _saved(workdir, config.train.steps, configured_evaluation(config)) is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# The batch-size study's table: loss x accumulation (rows) by batch size (columns)
+
+# keys that do not change what a run computes, or that the table's title states
+NOT_COMPARED = ("seed", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
+                "eval.")
+
+
+def _study_row(workdir: str, evaluation: dict) -> dict:
+  c = wd.config_to_dict(wd.load_config(workdir))
+  t = c["train"]
+  flat = {k: v for k, v in wd.flatten(c).items() if not k.startswith(NOT_COMPARED)}
+  if t["batch_size"] <= t["micro_batch"]:  # one micro-batch: every mode is the same program
+    flat.pop("train.accumulation")
+  return dict(loss=c["loss"]["name"], mode=t["accumulation"], batch=t["batch_size"],
+              micro=t["micro_batch"], seed=c["seed"], spearman=100 * evaluation["spearman"],
+              name=evaluation["name"], workdir=workdir, compared=flat)
+
+
+def study_cells(rows) -> dict:
+  """{(loss, mode, batch): [Spearman per seed]}, runs that differ only in seed together.
+
+  A run whose batch fits in one micro-batch counts for every mode of the table. Two runs in
+  one cell that differ in anything else than the seed are refused, naming the keys.
+  """
+  modes = {r["mode"] for r in rows if r["batch"] > r["micro"]}
+  cells, first = collections.defaultdict(list), {}
+  for r in rows:
+    for mode in (modes | {r["mode"]} if r["batch"] <= r["micro"] else {r["mode"]}):
+      cell = (r["loss"], mode, r["batch"])
+      other = first.setdefault(cell, r)
+      if other["compared"] != r["compared"]:
+        a, b = other["compared"], r["compared"]
+        keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        raise UserError(f"{other['workdir']} and {r['workdir']} fall in one cell (loss "
+                        f"{cell[0]}, accumulation {mode}, batch {cell[2]}) but differ in "
+                        f"{', '.join(keys)}, not only in the seed; tabulate them separately")
+      cells[cell].append(r["spearman"])
+  return dict(cells)
+
+
+def mode_gap(rows, a: str = "none", b: str = "exact") -> str:
+  """Largest |Spearman(a) - Spearman(b)| over runs with the same loss, batch and seed, where
+  the batch exceeds the micro-batch (so that the two modes really are different programs)."""
+  by = {(r["loss"], r["mode"], r["batch"], r["seed"]): r for r in rows if r["batch"] > r["micro"]}
+  gaps = [(abs(r["spearman"] - by[(l, b, n, s)]["spearman"]), l, n, s)
+          for (l, m, n, s), r in by.items() if m == a and (l, b, n, s) in by]
+  if not gaps:
+    return ""
+  worst = max(gaps)
+  return (f"accumulation={a} vs {b}: {len(gaps)} paired runs (same loss, batch, seed), largest "
+          f"|difference| {worst[0]:.3f} Spearman points ({worst[1]}, batch {worst[2]}, seed "
+          f"{worst[3]})")
+
+
+def table(workdirs, *, sts=None, sts_split=None, whitening_k=None, whitening_corpus=None,
+          plot=None, title=None) -> str:
+  """STS Spearman x100, mean ± std over seeds, by loss and accumulation (rows) and batch
+  (columns); plot: also save the Spearman-vs-batch plot there."""
+  rows = [_study_row(d, evaluate(d, sts=sts, sts_split=sts_split, whitening_k=whitening_k,
+                                 whitening_corpus=whitening_corpus)) for d in workdirs]
+  cells = study_cells(rows)
+  names = sorted({r["name"] for r in rows})
+  if plot:
+    batch_plot(cells, plot, title or ", ".join(names))
+  text = (f"STS Spearman x100 on {', '.join(names)}, mean ± std over seeds:\n" +
+          seed_table(cells, ["loss", "accumulation"],
+                     row_order=lambda k: (k[0], list(MODES).index(k[1]))))
+  gap = mode_gap(rows)
+  return text + (f"\n\n{gap}" if gap else "")
+
+
+TASK = ModuleTask.of(__name__, name="contrastive", eval_options=(
+    "sts", "sts_split", "whitening_k", "whitening_corpus", "plot", "title"))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import signal
 import sys
 import time
@@ -22,6 +21,7 @@ from training.metrics import MetricWriter, truncate_after
 from training.optimizer import learning_rate_schedule, make_optimizer
 from training.state import TrainState
 from training.step import make_train_step
+from training.workdir import describe_changes
 from utils.errors import UserError
 
 
@@ -37,9 +37,20 @@ class FitResult:
   skipped_steps: int
 
 
+_ACTIVE = []  # the flag of the outermost stop_requests() in force, if any
+
+
 @contextlib.contextmanager
-def _stop_requests():
-  """SIGTERM / SIGINT set a flag instead of killing the process mid-step."""
+def stop_requests():
+  """SIGTERM / SIGINT set a flag instead of killing the process mid-step.
+
+  Nested uses share the outermost flag: a sweep that trains several runs in one process sees
+  a signal that arrived between two runs, and the run in progress sees one that arrived
+  while it was still loading its data.
+  """
+  if _ACTIVE:
+    yield _ACTIVE[0]
+    return
   flag = {"signal": None}
 
   def handler(signum, frame):
@@ -49,20 +60,25 @@ def _stop_requests():
     flag["signal"] = signal.Signals(signum).name
 
   old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+  _ACTIVE.append(flag)
   try:
     yield flag
   finally:
+    _ACTIVE.pop()
     for s, h in old.items():
       signal.signal(s, h)
 
 
 def fit(config, workdir: str, *, init_params: Callable[[Any], Any], loss_fn: Callable | None,
         batch_fn: Callable[[int], Any], tokens_per_step: int, progress: bool = True,
-        stop_after: int | None = None, grad_fn: Callable | None = None) -> FitResult:
+        stop_after: int | None = None, grad_fn: Callable | None = None,
+        changes=()) -> FitResult:
   """Trains from the latest checkpoint in workdir (or from scratch) to config.train.steps.
 
   stop_after: leave after this many steps of this process, as a preempted job would (a
   checkpoint is saved; the same command continues), e.g. to fit a scheduler's time limit.
+  changes: what differs from the config the run was started with (training.workdir.prepare),
+  named in the line that says the run resumed.
   """
   t = config.train
   tx = make_optimizer(t)
@@ -79,7 +95,8 @@ def fit(config, workdir: str, *, init_params: Callable[[Any], Any], loss_fn: Cal
     state, start, meta = fresh_state(init_key), 0, {}
   else:
     start, state, meta = restored
-    logging.info("resuming from step %d in %s", start, workdir)
+    print(f"resuming from step {start} of {workdir}" +
+          (f": {describe_changes(changes)}" if changes else ""), file=sys.stderr)
   skipped = int(meta.get("skipped_steps", 0))
   # the running sums of the logging window in progress, so that a run stopped between two
   # log rows writes the same rows after resuming as an uninterrupted run
@@ -100,7 +117,7 @@ def fit(config, workdir: str, *, init_params: Callable[[Any], Any], loss_fn: Cal
     return {"skipped_steps": skipped, "log_sums": sums, "log_steps": window}
 
   try:
-    with _stop_requests() as stop:
+    with stop_requests() as stop:
       while step < t.steps:
         if stop["signal"] or step >= stop_at:
           interrupted = True

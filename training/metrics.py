@@ -5,6 +5,8 @@ import json
 import os
 import time
 
+from utils.files import atomic_write_text
+
 
 class MetricWriter:
 
@@ -56,5 +58,4 @@ def read_metrics(path: str) -> list[dict]:
 def truncate_after(path: str, step: int) -> None:
   """Drops rows after `step`: a resumed run rewrites them, so the file has no duplicates."""
   rows = [r for r in read_metrics(path) if r.get("step", 0) <= step]
-  from utils.files import atomic_write_text
   atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))

@@ -1,58 +1,163 @@
-"""The workdir: config.json, and refusing to mix two different runs in one directory."""
+"""The workdir: config.json, what a resumed run may change, and what a workdir holds.
+
+A workdir belongs to one run. Resuming it with a different config is refused, except for the
+keys in RESUMABLE: they change how long the run goes on, how often it logs, checkpoints and
+evaluates, and what the end-of-run evaluation scores, never what has been trained so far.
+"""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
+from typing import Any
 
+import ml_collections
+
+from model.config import field_defaults
+from training.checkpoint import latest_step
 from utils.errors import UserError
 from utils.files import atomic_write_json, read_json
+
+# Keys that may differ when a run resumes ("train this run longer"); a trailing ".*" allows a
+# whole section. Everything else must be what the run was started with.
+RESUMABLE = (
+    "train.steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
+    "eval.lengths", "eval.at_end", "eval.max_tokens", "eval.batch_tokens", "eval.batch_size",
+    "eval.sts", "eval.split", "eval.whitening", "eval.whitening_k", "mesh.*",
+)
+# The learning-rate schedule is a function of train.steps (warmup, then decay to the last
+# step): a resumed run that changes it follows the new schedule from the checkpoint on.
+SCHEDULE_NOTE = "the learning-rate schedule follows the new train.steps from here on"
 
 
 class WorkdirError(UserError):
   pass
 
 
+@dataclasses.dataclass
+class TrainResult:
+  """What a task's train() returns: the fit, and the end-of-run evaluation (None if none ran)."""
+  workdir: str
+  fit: Any  # training.loop.FitResult
+  evaluation: dict | None
+
+
+@dataclasses.dataclass
+class LoadedRun:
+  """What a task's load() returns: everything evaluation needs from a workdir."""
+  config: Any
+  model: Any
+  tokenizer: Any
+  params: Any  # None when loaded without parameters
+  step: int | None
+  data: Any = None  # the task's evaluation data where it comes with the run (MLM: the corpus)
+
+
 def config_to_dict(config) -> dict:
   return json.loads(config.to_json_best_effort())
 
 
-def _diff(a, b, prefix=""):
-  keys = sorted(set(a) | set(b)) if isinstance(a, dict) and isinstance(b, dict) else None
-  if keys is None:
-    return [prefix] if a != b else []
-  out = []
-  for k in keys:
-    out += _diff(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)
+def flatten(tree, prefix: str = "") -> dict:
+  if not isinstance(tree, dict):
+    return {prefix: tree}
+  out = {}
+  for k, v in tree.items():
+    out.update(flatten(v, f"{prefix}.{k}" if prefix else k))
   return out
 
 
-def prepare(workdir: str, config, overwrite: bool = False) -> bool:
-  """Creates or checks the workdir; returns True if it holds a run to resume.
+def _resumable(key: str) -> bool:
+  return any(key == k or (k.endswith(".*") and key.startswith(k[:-1])) for k in RESUMABLE)
 
-  A workdir whose config.json differs from this config is refused (its checkpoints belong to
-  another experiment); overwrite=True deletes the workdir first.
+
+def config_changes(old: dict, new: dict) -> tuple[list, list]:
+  """(allowed, forbidden): [(dotted key, old value, new value)] between two config dicts.
+
+  A key that the old config.json lacks is no difference when the new value is the field's
+  declared default: the field was added after that run started, and the run used the default.
+  """
+  defaults = {f"model.{k}": v for k, v in as_stored(field_defaults()).items()}
+  a, b = flatten(old), flatten(new)
+  allowed, forbidden = [], []
+  for key in sorted(set(a) | set(b)):
+    if a.get(key) == b.get(key):
+      continue
+    if key not in a and key in defaults and defaults[key] == b[key]:
+      continue
+    change = (key, a.get(key), b.get(key))
+    (allowed if _resumable(key) else forbidden).append(change)
+  return allowed, forbidden
+
+
+def as_stored(value):
+  """A value as config.json stores it (tuples become lists)."""
+  return json.loads(json.dumps(value))
+
+
+def _changed(changes) -> str:
+  return ", ".join(f"{k} {json.dumps(a)} -> {json.dumps(b)}" for k, a, b in changes)
+
+
+def describe_changes(changes) -> str:
+  """'train.steps 800 -> 2000, eval.lengths [64] -> [64, 128]' (+ the schedule note)."""
+  note = any(k == "train.steps" for k, _, _ in changes)
+  return _changed(changes) + (f" ({SCHEDULE_NOTE})" if note else "")
+
+
+def prepare(workdir: str, config, overwrite: bool = False) -> list:
+  """Creates or checks the workdir and writes config.json; returns the changes being resumed.
+
+  A workdir whose config.json differs from this config in a key outside RESUMABLE is refused
+  (its checkpoints belong to another experiment), and so is a train.steps below the latest
+  checkpoint; overwrite=True deletes the workdir first. Returns [(key, old, new)] of the
+  allowed differences, for the line the loop prints when it resumes.
   """
   path = os.path.join(workdir, "config.json")
   new = config_to_dict(config)
   if overwrite and os.path.isdir(workdir):
     shutil.rmtree(workdir)
+  allowed = []
   if os.path.exists(path):
-    differs = _diff(read_json(path), new)
-    if differs:
+    allowed, forbidden = config_changes(read_json(path), new)
+    if forbidden:
       raise WorkdirError(
-          f"workdir {workdir!r} holds a run with a different config ({', '.join(differs[:8])}"
-          f"{' ...' if len(differs) > 8 else ''} differ); use another --workdir, or pass "
-          "--overwrite to delete it and start again")
+          f"workdir {workdir!r} holds a run with a different config ({_changed(forbidden[:8])}"
+          f"{' ...' if len(forbidden) > 8 else ''}; a resumed run may change only "
+          f"{', '.join(RESUMABLE)}); use another --workdir, or pass --overwrite to delete it "
+          "and start again")
+    _check_steps(workdir, config.train.steps)
   os.makedirs(workdir, exist_ok=True)
-  resuming = os.path.exists(path)
   atomic_write_json(path, new)
-  return resuming
+  return allowed
+
+
+def _check_steps(workdir: str, steps: int) -> None:
+  latest = latest_step(workdir)
+  if latest is not None and steps < latest:
+    raise WorkdirError(
+        f"train.steps={steps} is below the latest checkpoint of {workdir!r} (step {latest}); a "
+        f"run cannot shrink: pass train.steps >= {latest}, or --overwrite to start again")
 
 
 def load_config(workdir: str):
-  import ml_collections
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise WorkdirError(f"{workdir!r} has no config.json: not a workdir of train.py")
   return ml_collections.ConfigDict(read_json(path))
+
+
+def reached(workdir: str, config=None) -> bool:
+  """True when workdir holds this config's run (no difference outside RESUMABLE) and its
+  latest checkpoint is at config.train.steps (the workdir's own config when None)."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return False
+  saved = read_json(path)
+  if config is not None:
+    new = config_to_dict(config)
+    if config_changes(saved, new)[1]:
+      return False
+  else:
+    new = saved
+  return latest_step(workdir) == new["train"]["steps"]

@@ -1,6 +1,7 @@
 """Entry-point plumbing: user errors become one line on stderr and exit code 2."""
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import sys
@@ -26,16 +27,20 @@ def _config_arg(argv):
   return None
 
 
-def load_config_file(spec: str):
-  """'path/to/config.py[:variants]' -> the ConfigDict its get_config returns."""
-  import importlib.util
-  path, _, arg = spec.partition(":")
+def load_config_module(path: str):
+  """The module of a config file (its get_config, and sweep() if it has one)."""
   if not os.path.isfile(path):
     raise UserError(f"config file {path!r} does not exist (working directory {os.getcwd()})")
   module_spec = importlib.util.spec_from_file_location("_config_file", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
+  return module
+
+
+def load_config_file(spec: str):
+  """'path/to/config.py[:variants]' -> the ConfigDict its get_config returns."""
+  path, _, arg = spec.partition(":")
+  return load_config_module(path).get_config(arg or None)
 
 
 def precheck_config(argv) -> None:
@@ -71,7 +76,7 @@ def run_main(main) -> None:
   from absl import app
 
   from utils.host_memory import keep_freed_host_memory
-  keep_freed_host_memory()  # before JAX starts its threads; ~18% of a CPU train step
+  keep_freed_host_memory()  # before JAX starts its threads (see utils/host_memory.py)
 
   def wrapped(argv):
     _quiet_logs()

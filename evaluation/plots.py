@@ -1,0 +1,38 @@
+"""Plots of result tables (matplotlib, Agg backend: no display needed)."""
+from __future__ import annotations
+
+from evaluation.tables import mean_std
+
+# one colour, marker and line style per accumulation mode, the same in every panel
+MODE_STYLES = {"none": ("C0", "o", "-"), "exact": ("C1", "s", "--"), "naive": ("C2", "^", ":")}
+
+
+def batch_plot(cells: dict, path: str, title: str,
+               ylabel: str = "STS Spearman x100 (mean ± std over seeds)") -> None:
+  """cells {(loss, mode, batch): [value per seed]} -> one panel per loss, value vs batch (log2
+  axis), one line with error bars per accumulation mode; saved as an image at path."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  losses = sorted({k[0] for k in cells})
+  batches = sorted({k[2] for k in cells})
+  fig, axes = plt.subplots(1, len(losses), figsize=(5.5 * len(losses), 4), sharey=True,
+                           squeeze=False)
+  for ax, loss in zip(axes[0], losses):
+    for mode, (color, marker, line) in MODE_STYLES.items():
+      points = sorted((b, mean_std(v)) for (l, m, b), v in cells.items() if l == loss and m == mode)
+      if not points:
+        continue
+      ax.errorbar([b for b, _ in points], [ms[0] for _, ms in points],
+                  yerr=[ms[1] for _, ms in points], color=color, marker=marker, linestyle=line,
+                  capsize=3, label=f"accumulation={mode}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(batches, [str(b) for b in batches])
+    ax.set_xlabel("batch size (examples)")
+    ax.set_title(f"{title}: {loss}")
+    ax.grid(alpha=0.3)
+  axes[0][0].set_ylabel(ylabel)
+  axes[0][-1].legend(loc="lower right")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
