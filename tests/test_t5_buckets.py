@@ -2,12 +2,17 @@
 
 The expected tables are written out from their ranges, not computed by a formula, so that a
 mistake in the bucket function (sign convention, rounding at a boundary, the causal split)
-cannot be reproduced by the test. Offsets follow T5: key position - query position.
+cannot be reproduced by the test. Offsets follow T5: key position - query position. Then the
+encoder-wide table (model.t5_shared, the default, as in T5) against the per-layer option.
 """
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from model.attention.layer import MultiHeadAttention
+from model.config import ModelConfig
+from model.encoder import MlmModel
 from model.positions.t5 import T5Bias, t5_bucket
 
 # (first distance, last distance, bucket); the last range is open-ended
@@ -59,3 +64,91 @@ def test_module_uses_key_minus_query():
   causal = module.apply(params, pos, pos, causal=True).bias
   np.testing.assert_array_equal(causal[0, :, 11, 0], table[11])  # 11 exact buckets when causal
   np.testing.assert_array_equal(bias[0, :, 11, 0], table[8])  # 8..11 share bucket 8
+
+
+# ---------------------------------------------------------------- one table for the encoder
+
+def _model(**kw):
+  cfg = ModelConfig.from_dict(dict(vocab_size=30, width=16, num_heads=2, num_layers=3,
+                                   mlp_dim=32, dropout=0.0, position="t5", scale="none", **kw))
+  return MlmModel(cfg)
+
+
+def _record_biases(model, params, tokens, valid):
+  """Run the model; return (bias tables computed, in call order, [paths]) and the position
+  terms every attention layer received from the encoder (None: it computed its own)."""
+  computed, received = [], []
+
+  def spy(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    if isinstance(context.module, T5Bias) and context.method_name == "__call__":
+      computed.append(("/".join(context.module.path), np.asarray(out.bias)))
+    if isinstance(context.module, MultiHeadAttention) and context.method_name == "__call__":
+      shared = args[4] if len(args) > 4 else kwargs.get("shared")
+      received.append(None if shared is None else np.asarray(shared["bias"]))
+    return out
+
+  with nn.intercept_methods(spy):
+    out = model.apply(params, tokens, valid)
+  return computed, received, out
+
+
+def _bucket_bias(table, n):
+  """[H, n, n] bias from the written-out ranges: key j, query i, offset j - i."""
+  bucket = [[_lookup(BIDIRECTIONAL_RANGES, abs(j - i)) + (16 if j > i else 0) for j in range(n)]
+            for i in range(n)]
+  return np.transpose(np.asarray(table)[np.array(bucket)], (2, 0, 1))
+
+
+def test_shared_table_computed_once_and_used_by_every_layer():
+  n = 20
+  tokens = jnp.asarray(np.random.default_rng(0).integers(5, 30, (2, n)), jnp.int32)
+  valid = jnp.ones((2, n), bool)
+  shared, per_layer = _model(), _model(t5_shared=False)
+  params = shared.init(jax.random.PRNGKey(0), tokens, valid)
+  enc = params["params"]["encoder"]
+  # one table at the encoder, none in the layers
+  assert set(enc["relative_position"]) == {"bias"}
+  assert all("relative_position" not in enc[f"block_{i}"]["attention"] for i in range(3))
+  computed, received, out = _record_biases(shared, params, tokens, valid)
+  assert [path for path, _ in computed] == ["encoder/relative_position"]  # once per forward
+  want = _bucket_bias(enc["relative_position"]["bias"], n)
+  assert len(received) == 3
+  for bias in received:  # every layer gets that one bias
+    np.testing.assert_array_equal(bias[0], want)
+
+  # per-layer option: num_layers tables, where they always were, each the bucket formula
+  p2 = per_layer.init(jax.random.PRNGKey(0), tokens, valid)
+  enc2 = p2["params"]["encoder"]
+  assert "relative_position" not in enc2
+  tables = [enc2[f"block_{i}"]["attention"]["relative_position"]["bias"] for i in range(3)]
+  assert all(t.shape == (32, 2) for t in tables)
+  computed2, received2, _ = _record_biases(per_layer, p2, tokens, valid)
+  assert received2 == [None] * 3
+  assert [path for path, _ in computed2] == [
+      f"encoder/block_{i}/attention/relative_position" for i in range(3)]
+  for (_, bias), table in zip(computed2, tables):
+    np.testing.assert_array_equal(bias[0], _bucket_bias(table, n))
+
+  # the shared model's parameters with its table moved into every layer: the per-layer
+  # model's tree, and the same outputs
+  moved = jax.tree_util.tree_map(lambda x: x, params)  # a copy of the nested dicts
+  table = moved["params"]["encoder"].pop("relative_position")
+  for i in range(3):
+    moved["params"]["encoder"][f"block_{i}"]["attention"]["relative_position"] = table
+  assert jax.tree_util.tree_structure(moved) == jax.tree_util.tree_structure(p2)
+  np.testing.assert_allclose(per_layer.apply(moved, tokens, valid), out, rtol=1e-6, atol=1e-6)
+
+
+def test_shared_table_through_remat_gets_gradients():
+  n = 10
+  tokens = jnp.asarray(np.random.default_rng(1).integers(5, 30, (1, n)), jnp.int32)
+  valid = jnp.ones((1, n), bool)
+  plain, remat = _model(), _model(remat=True)
+  params = plain.init(jax.random.PRNGKey(0), tokens, valid)
+  loss = lambda m: jax.grad(lambda p: jnp.sum(m.apply(p, tokens, valid) ** 2))(params)
+  g_plain, g_remat = loss(plain), loss(remat)
+  table_grad = g_plain["params"]["encoder"]["relative_position"]["bias"]
+  assert float(jnp.max(jnp.abs(table_grad))) > 0  # every layer's use flows back to the table
+  np.testing.assert_allclose(g_remat["params"]["encoder"]["relative_position"]["bias"],
+                             table_grad, rtol=1e-5, atol=1e-7)

@@ -5,6 +5,11 @@ bidirectional model half the buckets are for keys on the right (offset > 0) and 
 rest; a causal model spends all of them on keys on the left. Within a side, the first half of
 the buckets are exact distances, the rest are log-spaced up to max_distance, beyond which
 every distance shares the last bucket. The bias is added after the scale.
+
+As in T5, one table serves the whole encoder by default (model.t5_shared): the Encoder builds
+this module once (parameters `encoder/relative_position/bias`), computes the bias once per
+forward pass and hands the array to every layer. With t5_shared=False each attention layer
+owns a table (`.../block_i/attention/relative_position/bias`).
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from model.positions.base import RelativeTerms, key_offset
-from model.variants import Field, PositionVariant, unbounded
+from model.variants import Field, PositionVariant, any_value, unbounded
 
 
 def t5_bucket(offset, bidirectional: bool, num_buckets: int = 32, max_distance: int = 128):
@@ -70,10 +75,13 @@ FIELDS = (
           bad=(31, 2)),
     Field("t5_max_distance", 128, "distance beyond which every offset shares the last bucket",
           _distance_check, bad=(8,)),
+    Field("t5_shared", True, "one bias table for the whole encoder, computed once per forward "
+          "pass (T5); false: one table per layer", any_value),
 )
 
 VARIANT = PositionVariant(
     name="t5", doc="a learned scalar per head and log-spaced bucket of j - i, after the scale",
     fields=FIELDS, terms=lambda cfg: frozenset({"bias"}), max_length=unbounded,
+    shared=lambda cfg: cfg.t5_shared,
     relative=lambda cfg: T5Bias(num_heads=cfg.num_heads, num_buckets=cfg.t5_num_buckets,
                                 max_distance=cfg.t5_max_distance, width=cfg.width))
