@@ -93,6 +93,11 @@ def _record_biases(model, params, tokens, valid):
   return computed, received, out
 
 
+def _batch(n, rows, seed):
+  tokens = jnp.asarray(np.random.default_rng(seed).integers(5, 30, (rows, n)), jnp.int32)
+  return tokens, jnp.ones((rows, n), bool)
+
+
 def _bucket_bias(table, n):
   """[H, n, n] bias from the written-out ranges: key j, query i, offset j - i."""
   bucket = [[_lookup(BIDIRECTIONAL_RANGES, abs(j - i)) + (16 if j > i else 0) for j in range(n)]
@@ -102,8 +107,7 @@ def _bucket_bias(table, n):
 
 def test_shared_table_computed_once_and_used_by_every_layer():
   n = 20
-  tokens = jnp.asarray(np.random.default_rng(0).integers(5, 30, (2, n)), jnp.int32)
-  valid = jnp.ones((2, n), bool)
+  tokens, valid = _batch(n, rows=2, seed=0)
   shared, per_layer = _model(), _model(t5_shared=False)
   params = shared.init(jax.random.PRNGKey(0), tokens, valid)
   enc = params["params"]["encoder"]
@@ -141,9 +145,7 @@ def test_shared_table_computed_once_and_used_by_every_layer():
 
 
 def test_shared_table_through_remat_gets_gradients():
-  n = 10
-  tokens = jnp.asarray(np.random.default_rng(1).integers(5, 30, (1, n)), jnp.int32)
-  valid = jnp.ones((1, n), bool)
+  tokens, valid = _batch(10, rows=1, seed=1)
   plain, remat = _model(), _model(remat=True)
   params = plain.init(jax.random.PRNGKey(0), tokens, valid)
   loss = lambda m: jax.grad(lambda p: jnp.sum(m.apply(p, tokens, valid) ** 2))(params)
