@@ -1,8 +1,8 @@
 r"""Contrastive batch study: STS Spearman vs batch size, InfoNCE vs FlatNCE, and accumulation.
 
-The question (REFERENCE.md sections 6-7): how much does a contrastive sentence encoder gain
-from a larger batch (more in-batch negatives); does FlatNCE beat InfoNCE at small batches, as
-its paper claims; and does exact gradient accumulation (micro-batches of train.micro_batch)
+The question (docs/techniques.md sections 6-7): how much does a contrastive sentence encoder
+gain from a larger batch (more in-batch negatives); does FlatNCE beat InfoNCE at small batches,
+as its paper claims; and does exact gradient accumulation (micro-batches of train.micro_batch)
 reproduce the large-batch result where the naive average of micro-batch losses does not?
 
 Commands (from the repository root):
@@ -10,15 +10,19 @@ Commands (from the repository root):
   # the default run on the embedded synthetic paraphrase set (about 3 min of CPU time; 5 min
   # wall on a 2-core machine shared with other jobs)
   python train.py --config configs/contrastive_batch.py --workdir runs/cb_default
-  python evaluate.py --workdir runs/cb_default --sts synthetic
+  # STS Spearman of one run: on the run's configured eval.sts (here the synthetic set), or on
+  # another file, split and whitening
+  python evaluate.py --workdir runs/cb_default
+  python evaluate.py --workdir runs/cb_default --sts FILE [--sts_split dev] [--whitening_k K]
   # one point of the study: FlatNCE, effective batch 256 from micro-batches of 16, exact
   python train.py --config configs/contrastive_batch.py:loss=flatnce,batch=256,accumulation=exact \
       --workdir runs/cb_flatnce_256_exact
-  # every point (7 batch sizes x 2 losses x 3 modes x 2 seeds) in one process, resumable,
-  # then the table (mean +- std over seeds) and a plot; or one command per point
-  python -m evaluation.contrastive_study --config configs/contrastive_batch.py --root runs/cb \
-      --run --table --plot runs/cb/spearman_vs_batch.png
+  # every point of sweep() (7 batch sizes x 2 losses x 3 modes x 2 seeds; at batch <=
+  # train.micro_batch only mode none), resumable (skips finished runs); or one command per
+  # point for a scheduler; then the table, mean +- std over seeds
+  python sweep.py --config configs/contrastive_batch.py --root runs/cb
   python sweep.py --config configs/contrastive_batch.py --root runs/cb --print
+  python evaluate.py --workdirs runs/cb/* --table [--plot runs/cb/spearman_vs_batch.png]
   # real data: supervised pairs (score >= 4) of STS-B train, starting from an MLM workdir of
   # this codebase, scored on STS-B dev (docs/results/contrastive_batch.md has the full recipe)
   python train.py --config configs/contrastive_batch.py:signal=supervised,\
@@ -35,7 +39,8 @@ split=dev|'', init_from=MLM_WORKDIR, pooling=cls|mean|first_last_mean, projectio
 temperature=T, scale=S, margin=M, symmetric=true, pairing=cross|all, steps=N, lr=X, warmup=N,
 seed=N, max_len=N, width=N, layers=N, heads=N, dropout=P, whitening=true, smoke (a run of
 seconds).
-Any value can also be overridden with --config.a.b=value.
+Any value can also be overridden with --config.a.b=value; the model section holds every model
+field at its declared default (docs/variants.md), e.g. --config.model.rope_scaling=ntk.
 
 Expected result: the default run scores Spearman x100 = 63.7 on the synthetic STS set (1000
 pairs), against 29.8 for the same encoder untrained (measured: lr=0,steps=1). The CPU-scale study
@@ -54,6 +59,7 @@ import itertools
 import ml_collections
 
 from configs import variants
+from configs.common import model_section, train_section
 
 SHORTCUTS = {
     "loss": "loss.name",
@@ -123,12 +129,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   ))
 
   # from scratch only; with init_from the architecture is the MLM run's, dropout is this one's
-  c.model = ml_collections.ConfigDict(dict(
-      width=128, num_layers=2, num_heads=4, mlp_dim=512, dropout=0.1, attention_dropout=0.0,
-      position="rope", max_len=512, rope_base=10000.0, rope_layout="interleaved",
-      sinusoidal_mode="add", attention="softmax", scale="logn", logn_n0=512, logn_floor=16,
-      causal=False, norm="post", activation="gelu", remat=False, dtype="float32",
-  ))
+  c.model = model_section(width=128, num_layers=2, num_heads=4, mlp_dim=512, dropout=0.1,
+                          position="rope", max_len=512, scale="logn", logn_n0=512)
 
   c.sentence = ml_collections.ConfigDict(dict(
       pooling="cls",  # cls | mean | first_last_mean
@@ -146,23 +148,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       simbert_weight=1.0,  # weight of SimBERT's generation loss
   ))
 
-  c.train = ml_collections.ConfigDict(dict(
-      steps=200,
-      batch_size=64,
+  c.train = train_section(
+      steps=200, batch_size=64, learning_rate=3e-4, warmup_steps=20, schedule="linear",
+      log_every=20, checkpoint_every=1000, keep_checkpoints=1,
       accumulation="none",  # none | exact | naive
       micro_batch=16,  # exact / naive: examples per micro-batch
-      learning_rate=3e-4,
-      warmup_steps=20,
-      schedule="linear",  # cosine | linear | constant (after warmup)
-      end_lr_fraction=0.0,
-      weight_decay=0.01,
-      b1=0.9, b2=0.98, eps=1e-6,
-      clip_norm=1.0,
-      log_every=20,
-      checkpoint_every=1000,
-      keep_checkpoints=1,
-      on_nonfinite="stop",
-  ))
+  )
 
   c.eval = ml_collections.ConfigDict(dict(
       sts="synthetic",  # 'synthetic' or an STS file; '' = no evaluation at the end
@@ -179,7 +170,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 def sweep() -> list[str]:
   """The study: batch x loss x accumulation x seed, micro-batch fixed at train.micro_batch.
 
-  At batch <= micro_batch the three modes are the same computation (one micro-batch).
+  At batch <= micro_batch the three modes are the same computation (one micro-batch), so
+  only mode `none` is listed there; the table shows that run in every mode's row.
   """
+  micro = get_config().train.micro_batch
   return [f"loss={loss},accumulation={mode},batch={b},seed={seed}"
-          for seed, loss, mode, b in itertools.product(SEEDS, LOSSES, MODES, BATCH_SIZES)]
+          for seed, loss, mode, b in itertools.product(SEEDS, LOSSES, MODES, BATCH_SIZES)
+          if b > micro or mode == "none"]

@@ -1,8 +1,8 @@
 r"""Length extrapolation of an MLM: train at length 64, evaluate at 64 ... 1024.
 
-The experiment of the entropy-invariance post (REFERENCE.md sections 1 and 7): does the log-n
-attention scale, lambda = log(n)/log(512)/sqrt(d), keep MLM accuracy up at lengths longer than
-the training length, where the standard 1/sqrt(d) scale decays?
+The experiment of the entropy-invariance post (docs/techniques.md sections 1 and 7): does the
+log-n attention scale, lambda = log(n)/log(512)/sqrt(d), keep MLM accuracy up at lengths longer
+than the training length, where the standard 1/sqrt(d) scale decays?
 
 Commands (from the repository root):
 
@@ -23,7 +23,8 @@ rope_scaling=none|pi|ntk|rerope, rope_factor=F, rerope_window=N, relative_clip=K
 attention=..., norm=post|pre|rmsnorm, activation=...,
 corpus=synthetic|FILE|GLOB, format=text|jsonl, tokenizer=char|wordpiece, steps=N, seed=N,
 batch=N, length=N, lengths=64+128+256, smoke (a run of seconds, for tests).
-Any value can also be overridden with --config.a.b=value.
+Any value can also be overridden with --config.a.b=value; the model section holds every model
+field at its declared default (docs/variants.md), e.g. --config.model.t5_shared=false.
 
 Expected result: the quickstart run (RoPE + log-n, synthetic corpus, 800 steps) takes about
 4.5 minutes on an idle 2-core CPU (4.3 measured; the default model trains at ~7,500 tokens/s) and
@@ -43,7 +44,7 @@ from __future__ import annotations
 import ml_collections
 
 from configs import variants
-from configs.variants import model_defaults
+from configs.common import model_section, train_section
 
 SHORTCUTS = {
     "scale": "model.scale",
@@ -106,26 +107,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                      repeat_prob=0.5, span_min=16, span_max=48, max_distance=256, seed=0),
   ))
 
-  # every ModelConfig field, at its default, so any of them can be overridden
-  c.model = ml_collections.ConfigDict(model_defaults())
-  c.model.update(width=256, num_layers=4, num_heads=4, mlp_dim=1024, dropout=0.1,
-                 position="rope", scale="logn", logn_n0=512, max_len=1024)
+  # every model field at its declared default, so any of them can be overridden
+  c.model = model_section(width=256, num_layers=4, num_heads=4, mlp_dim=1024, dropout=0.1,
+                          position="rope", scale="logn", logn_n0=512, max_len=1024)
 
-  c.train = ml_collections.ConfigDict(dict(
-      steps=800,
-      batch_size=32,
-      learning_rate=1e-3,
-      warmup_steps=80,
-      schedule="cosine",  # cosine | linear | constant (after warmup)
-      end_lr_fraction=0.0,
-      weight_decay=0.01,
-      b1=0.9, b2=0.98, eps=1e-6,
-      clip_norm=1.0,
-      log_every=50,
-      checkpoint_every=200,
-      keep_checkpoints=2,
-      on_nonfinite="stop",  # stop: error naming the step; skip: drop the update, count it
-  ))
+  c.train = train_section(steps=800, batch_size=32, learning_rate=1e-3, warmup_steps=80,
+                          schedule="cosine", log_every=50, checkpoint_every=200,
+                          keep_checkpoints=2)
 
   c.eval = ml_collections.ConfigDict(dict(
       lengths=(64, 128, 256, 512, 1024),

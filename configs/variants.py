@@ -64,10 +64,3 @@ def apply(config: ml_collections.ConfigDict, options: dict, shortcuts: dict[str,
       raise ConfigError(f"config variant {key}={value!r}: {e}") from None
   return config
 
-
-def model_defaults() -> dict:
-  """Every model.* field with its ModelConfig default (vocab_size comes from the tokenizer)."""
-  import dataclasses
-
-  from model.config import ModelConfig
-  return {f.name: f.default for f in dataclasses.fields(ModelConfig) if f.name != "vocab_size"}
