@@ -1,4 +1,5 @@
-"""A test skipped for a missing optional peer is named in the terminal summary (conftest.py)."""
+"""A test skipped for a missing optional peer is named in the terminal summary
+(tests/peer_skips.py, loaded by conftest.py)."""
 from __future__ import annotations
 
 import os
@@ -6,13 +7,13 @@ import subprocess
 import sys
 import textwrap
 
-CONFTEST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conftest.py")
+TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 def test_a_missing_peer_is_named_in_the_summary(tmp_path):
   # a session whose conftest hides transformers and uses this suite's summary hook
   (tmp_path / "conftest.py").write_text(textwrap.dedent(f"""
-      import importlib.util, sys
+      import sys
 
       class Hide:
         def find_spec(self, name, path=None, target=None):
@@ -21,10 +22,8 @@ def test_a_missing_peer_is_named_in_the_summary(tmp_path):
 
       sys.meta_path.insert(0, Hide())
       sys.modules.pop("transformers", None)
-      spec = importlib.util.spec_from_file_location("suite_conftest", {CONFTEST!r})
-      suite = importlib.util.module_from_spec(spec)
-      spec.loader.exec_module(suite)
-      pytest_terminal_summary = suite.pytest_terminal_summary
+      sys.path.insert(0, {TESTS!r})
+      from peer_skips import pytest_terminal_summary
       """))
   (tmp_path / "test_peer.py").write_text(
       "import pytest\ntransformers = pytest.importorskip('transformers')\n\n"
