@@ -40,8 +40,10 @@ def test_each_view_is_encoded_with_fold_in_of_its_example_key():
   model = SentenceEncoder(cfg, pooling="mean")
   tokens = np.array(jax.random.randint(jax.random.PRNGKey(1), (3, 2, 6), 5, 30), np.int32)
   tokens[:, :, 5] = 0
-  params = jit(lambda k: model.init(k, tokens[0], tokens[0] != 0))(
-      jax.random.PRNGKey(0))["params"]
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), tokens[0], tokens[0] != 0)
+  rng = np.random.default_rng(0)
+  params = jax.tree_util.tree_map(lambda s: jnp.asarray(rng.normal(0, 0.5, s.shape), s.dtype),
+                                  shapes["params"])
   keys = rule_keys(STEP_KEY, 3)
   h, aux = jit(make_embed(model, "supervised"))(params, {"tokens": tokens}, keys)
   assert aux is None

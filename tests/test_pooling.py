@@ -52,19 +52,29 @@ def test_sentence_encoder_pools_its_own_hidden_states():
                                    mlp_dim=16, dropout=0.0))
   tokens = jnp.array([[2, 7, 9, 11, 3], [2, 12, 3, 0, 0]])
   valid = tokens != 0
-  params = SentenceEncoder(cfg).init(jax.random.PRNGKey(0), tokens, valid)["params"]
-  pooled = {}
-  for name in POOLINGS:
-    pooled[name], final = SentenceEncoder(cfg, pooling=name).apply(
-        {"params": params}, tokens, valid, method=SentenceEncoder.encode)
-  final, v = np.asarray(final, np.float64), np.asarray(valid, np.float64)[..., None]
-  np.testing.assert_allclose(pooled["cls"], final[:, 0], rtol=1e-6)
-  np.testing.assert_allclose(pooled["mean"], (final * v).sum(1) / v.sum(1), rtol=1e-5)
-  # the first block's output, from a one-block encoder with the same embedding and block_0
-  # (post-LN: an encoder's output is its last block's output)
+  # parameters of the right shapes from a normal: no compiled init needed
+  shapes = jax.eval_shape(SentenceEncoder(cfg).init, jax.random.PRNGKey(0), tokens, valid)
+  rng = np.random.default_rng(0)
+  params = jax.tree_util.tree_map(lambda s: jnp.asarray(rng.normal(0, 0.5, s.shape), s.dtype),
+                                  shapes["params"])
   enc = params["encoder"]
   one = {k: enc[k] for k in enc if not k.startswith("block_") or k == "block_0"}
-  first = Encoder(dataclasses.replace(cfg, num_layers=1)).apply({"params": one}, tokens, valid)
-  first = np.asarray(first, np.float64)
+
+  @jax.jit
+  def run(params, one):
+    pooled = {}
+    for name in POOLINGS:
+      pooled[name], final = SentenceEncoder(cfg, pooling=name).apply(
+          {"params": params}, tokens, valid, method=SentenceEncoder.encode)
+    # the first block's output, from a one-block encoder with the same embedding and block_0
+    # (post-LN: an encoder's output is its last block's output)
+    first = Encoder(dataclasses.replace(cfg, num_layers=1)).apply({"params": one}, tokens, valid)
+    return pooled, final, first
+
+  pooled, final, first = run(params, one)
+  final, first = np.asarray(final, np.float64), np.asarray(first, np.float64)
+  v = np.asarray(valid, np.float64)[..., None]
+  np.testing.assert_allclose(pooled["cls"], final[:, 0], rtol=1e-6)
+  np.testing.assert_allclose(pooled["mean"], (final * v).sum(1) / v.sum(1), rtol=1e-5)
   want = (((first + final) / 2) * v).sum(1) / v.sum(1)
   np.testing.assert_allclose(pooled["first_last_mean"], want, rtol=1e-5, atol=1e-6)

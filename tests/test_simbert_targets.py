@@ -44,7 +44,8 @@ def _aux(weight, examples=1):
   batch = {"tokens": jnp.array([[AB, BA]] * examples, jnp.int32),
            "segments": jnp.array([[SEG_AB, SEG_BA]] * examples, jnp.int32)}
   keys = jax.random.split(jax.random.PRNGKey(0), examples)
-  h, aux = make_embed(NextTokenModel(), "simbert", weight)({"w": jnp.asarray(W)}, batch, keys)
+  embed = jax.jit(make_embed(NextTokenModel(), "simbert", weight))
+  h, aux = embed({"w": jnp.asarray(W)}, batch, keys)
   assert h.shape == (examples, 2, 2)
   return float(aux)
 
