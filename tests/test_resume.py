@@ -1,9 +1,11 @@
 """Resume that lets a run grow (training/workdir.py): which changes a resumed run may make.
 
 The entry-point test trains the MLM smoke config to 6 steps, then reruns it with
-train.steps=10: the run continues from its checkpoint, keeps its first rows byte for byte and
-follows the learning-rate schedule of the new step count (checked against optax's schedule
-formulas written out here). The unit tests drive training.workdir.prepare directly.
+train.steps=12 (the step count whose program the failure-mode tests compile already: the
+schedule's constants are part of it): the run continues from its checkpoint, keeps its first
+rows byte for byte and follows the learning-rate schedule of the new step count (checked
+against optax's schedule formulas written out here). The unit tests drive
+training.workdir.prepare directly.
 """
 import json
 import math
@@ -43,35 +45,35 @@ def test_raising_steps_on_a_finished_run_continues_it(tmp_path):
   config = mlm_extrapolation.get_config("smoke")
   assert mlm.TASK.finished(w, config)
   with config.unlocked():
-    config.train.steps = 10
+    config.train.steps = 12
   assert not mlm.TASK.finished(w, config)  # the requested config, not the workdir's
 
   p = run("train.py", f"--config={CONFIG}", f"--workdir={w}", "--progress=false",
-          "--config.train.steps=10")
-  assert (f"resuming from step 6 of {w}: train.steps 6 -> 10 (the learning-rate schedule "
+          "--config.train.steps=12")
+  assert (f"resuming from step 6 of {w}: train.steps 6 -> 12 (the learning-rate schedule "
           "follows the new train.steps from here on)") in p.stderr
   after = _lines(w)
   assert after[:3] == before  # rows 2..6 untouched, byte for byte
   rows = [json.loads(r) for r in after]
-  assert [r["step"] for r in rows] == [2, 4, 6, 8, 10]
+  assert [r["step"] for r in rows] == [2, 4, 6, 8, 10, 12]
   t = config.train
-  for r in rows[3:]:  # logged at step s: the rate of update s - 1, on the 10-step schedule
+  for r in rows[3:]:  # logged at step s: the rate of update s - 1, on the 12-step schedule
     assert r["learning_rate"] == pytest.approx(
-        _cosine_lr(r["step"] - 1, t.learning_rate, t.warmup_steps, 10), rel=1e-5)
-  assert checkpoint_steps(w)[-1] == 10
+        _cosine_lr(r["step"] - 1, t.learning_rate, t.warmup_steps, 12), rel=1e-5)
+  assert checkpoint_steps(w)[-1] == 12
   with open(os.path.join(w, "eval.json")) as f:
-    assert json.load(f)["step"] == 10
+    assert json.load(f)["step"] == 12
   with open(os.path.join(w, "config.json")) as f:
-    assert json.load(f)["train"]["steps"] == 10
+    assert json.load(f)["train"]["steps"] == 12
   assert mlm.TASK.finished(w, config)
-  assert "step 10:" in p.stdout
+  assert "step 12:" in p.stdout
 
   # a change outside the allow-list is refused, naming the key; nothing is touched
   p = run("train.py", f"--config={CONFIG}", f"--workdir={w}", "--progress=false",
-          "--config.train.steps=10", "--config.model.width=64", check=False)
+          "--config.train.steps=12", "--config.model.width=64", check=False)
   assert p.returncode == 2 and "Traceback" not in p.stderr
   assert "different config (model.width 32 -> 64" in p.stderr and "--overwrite" in p.stderr
-  assert _lines(w) == after and checkpoint_steps(w)[-1] == 10
+  assert _lines(w) == after and checkpoint_steps(w)[-1] == 12
 
 
 def _saved_run(tmp_path, config, checkpoint=None):

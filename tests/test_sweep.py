@@ -1,22 +1,22 @@
 """sweep.py on both experiment configs: filter, run, stop, resume, skip, tabulate.
 
-The MLM sweep runs in the default subprocess mode and is stopped by SIGTERM while its run
-trains; the contrastive one runs in process. Both are called again to show that finished runs
-are skipped without touching their checkpoints, and their final tables are checked against
-the saved evaluations.
+The MLM sweep runs in the default subprocess mode, the contrastive one in process; both are
+called again to show that finished runs are skipped without touching their checkpoints, and
+their final tables are checked against the saved evaluations. How a signal reaches the run
+in progress is checked in this process, with a stand-in child.
 """
 import json
 import os
 import signal
 import statistics
 import subprocess
-import time
 
 import pytest
-from entry_points import ENV, ROOT, checkpoint_steps, command, metric_rows, run
+from entry_points import checkpoint_steps, metric_rows, run
 
 from configs import contrastive_batch
 from training import sweep
+from training.loop import stop_requests
 from utils.errors import UserError
 
 MLM = "configs/mlm_extrapolation.py"
@@ -56,30 +56,17 @@ def test_plan_filters_with_only_and_prints_train_commands(tmp_path):
     sweep.plan(MLM, str(tmp_path), "", ["scale=cosine"])
 
 
-def test_mlm_sweep_stops_resumes_skips_and_tabulates(tmp_path):
+def test_mlm_sweep_runs_skips_and_tabulates(tmp_path):
   root = str(tmp_path / "sweep")
-  args = [f"--config={MLM}", f"--root={root}", "--variant=smoke,steps=12", "--only=scale=logn",
+  args = [f"--config={MLM}", f"--root={root}", "--variant=smoke", "--only=scale=logn",
           "--noprogress"]
   w = os.path.join(root, "scale-logn")
-  p = subprocess.Popen(command("sweep.py", *args), cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, text=True)
-  deadline = time.time() + 240
-  while not os.path.exists(os.path.join(w, "metrics.jsonl")) or not metric_rows(w):
-    assert time.time() < deadline and p.poll() is None, p.communicate()
-    time.sleep(0.05)
-  p.send_signal(signal.SIGTERM)  # to the sweep, which passes it on to its train.py
-  _, err = p.communicate(timeout=120)
-  assert p.returncode == 0, err
-  stopped = "stopped by SIGTERM; rerun the same command to resume" in err
-  if stopped:  # (the run may have finished all 12 steps before the signal)
-    assert not os.path.exists(os.path.join(w, "eval.json"))
-
-  p = run("sweep.py", *args)
-  assert ("resuming from step" in p.stderr) == stopped
-  assert [r["step"] for r in metric_rows(w)] == [2, 4, 6, 8, 10, 12]
+  p = run("sweep.py", *args)  # one train.py subprocess
+  assert f"[1/1] {w} <- {MLM}:smoke,scale=logn" in p.stderr
+  assert [r["step"] for r in metric_rows(w)] == [2, 4, 6]
   with open(os.path.join(w, "eval.json")) as f:
     evaluation = json.load(f)
-  assert evaluation["step"] == 12
+  assert evaluation["step"] == 6
   row = _table_row(p.stdout, "| scale-logn (rope, logn) |")
   assert row.split("|")[2:4] == [f" {100 * evaluation['lengths'][n]['accuracy']:.2f} "
                                  for n in ("32", "64")]
@@ -88,6 +75,26 @@ def test_mlm_sweep_stops_resumes_skips_and_tabulates(tmp_path):
   p = run("sweep.py", *args)
   assert f"[1/1] {w}: finished, skipped" in p.stderr
   assert _files(w) == before and _table_row(p.stdout, "| scale-logn") == row
+
+
+def test_signals_reach_the_run_in_progress(tmp_path):
+  # subprocess mode: the signal is remembered and passed on to the train.py in progress
+  default = signal.getsignal(signal.SIGTERM)
+  state = {"signal": None}
+  child = subprocess.Popen(["sleep", "60"])
+  with sweep.forwarded_signals(state):
+    state["child"] = child
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert child.wait(timeout=30) == -signal.SIGTERM
+  assert state["signal"] == "SIGTERM"
+  # in process: the sweep's flag is the one every run's loop checks, so a signal between two
+  # runs (or while one loads its data) stops the next step
+  with stop_requests() as outer:
+    with stop_requests() as inner:
+      assert inner is outer
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert outer["signal"] == "SIGTERM"
+  assert signal.getsignal(signal.SIGTERM) is default  # put back on the way out
 
 
 def test_contrastive_sweep_in_process_groups_seeds(tmp_path):
