@@ -13,6 +13,7 @@ import pytest
 
 from configs import contrastive_batch, mlm_extrapolation
 from evaluation.tables import seed_table
+from model.config import field_defaults
 from training import contrastive, mlm, tasks
 from training import workdir as wd
 from utils.errors import ConfigError, UserError
@@ -123,6 +124,13 @@ def test_study_cells_group_seeds_and_share_single_micro_batch_runs():
   assert "|difference| 1.000" in contrastive.mode_gap(rows)
   with pytest.raises(UserError, match="differ in train.learning_rate"):
     contrastive.study_cells(rows + [_row("infonce", "none", 8, 2, 70.0, lr=1e-2)])
+  # a run from before a model field existed is the same run as one with it at its default
+  newer = _row("infonce", "none", 8, 2, 70.0)
+  newer["compared"]["model.window"] = field_defaults()["window"]
+  assert contrastive.study_cells(rows + [newer])[("infonce", "none", 8)] == [60.0, 64.0, 70.0]
+  newer["compared"]["model.window"] = 7
+  with pytest.raises(UserError, match="differ in model.window"):
+    contrastive.study_cells(rows + [newer])
 
 
 def test_seed_table_mean_std_and_counts():

@@ -422,9 +422,8 @@ def study_cells(rows) -> dict:
     for mode in (modes | {r["mode"]} if r["batch"] <= r["micro"] else {r["mode"]}):
       cell = (r["loss"], mode, r["batch"])
       other = first.setdefault(cell, r)
-      if other["compared"] != r["compared"]:
-        a, b = other["compared"], r["compared"]
-        keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+      keys = [k for k, _, _ in wd.differences(other["compared"], r["compared"])]
+      if keys:
         raise UserError(f"{other['workdir']} and {r['workdir']} fall in one cell (loss "
                         f"{cell[0]}, accumulation {mode}, batch {cell[2]}) but differ in "
                         f"{', '.join(keys)}, not only in the seed; tabulate them separately")

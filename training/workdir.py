@@ -71,23 +71,29 @@ def _resumable(key: str) -> bool:
   return any(key == k or (k.endswith(".*") and key.startswith(k[:-1])) for k in RESUMABLE)
 
 
-def config_changes(old: dict, new: dict) -> tuple[list, list]:
-  """(allowed, forbidden): [(dotted key, old value, new value)] between two config dicts.
+def differences(old: dict, new: dict) -> list:
+  """[(dotted key, old value, new value)] where two config dicts (nested or flat) differ.
 
-  A key that the old config.json lacks is no difference when the new value is the field's
-  declared default: the field was added after that run started, and the run used the default.
+  A key that one side lacks is no difference when the other side has the field's declared
+  default: the field was added after that run started, and the run used the default.
   """
   defaults = {f"model.{k}": v for k, v in as_stored(field_defaults()).items()}
   a, b = flatten(old), flatten(new)
-  allowed, forbidden = [], []
+  out = []
   for key in sorted(set(a) | set(b)):
     if a.get(key) == b.get(key):
       continue
-    if key not in a and key in defaults and defaults[key] == b[key]:
+    present = b if key not in a else a if key not in b else None
+    if present is not None and key in defaults and defaults[key] == present[key]:
       continue
-    change = (key, a.get(key), b.get(key))
-    (allowed if _resumable(key) else forbidden).append(change)
-  return allowed, forbidden
+    out.append((key, a.get(key), b.get(key)))
+  return out
+
+
+def config_changes(old: dict, new: dict) -> tuple[list, list]:
+  """(allowed, forbidden) differences from a run's config to a new one (RESUMABLE or not)."""
+  changes = differences(old, new)
+  return ([c for c in changes if _resumable(c[0])], [c for c in changes if not _resumable(c[0])])
 
 
 def as_stored(value):
