@@ -18,7 +18,8 @@ Commands (from the repository root):
       --workdir runs/hlm_logn
 
 Variants (combine with commas): scale=standard|logn|logn_causal|none,
-position=none|learned|sinusoidal|rope|shaw|xl|t5|deberta|alibi, rope_layout=interleaved|half,
+position=NAME (none, learned, sinusoidal, rope, shaw, xl, t5, deberta, alibi, kerple: every
+encoding in model/positions/, docs/variants.md), rope_layout=interleaved|half,
 rope_scaling=none|pi|ntk|rerope, rope_factor=F, rerope_window=N, relative_clip=K,
 attention=..., norm=post|pre|rmsnorm, activation=...,
 corpus=synthetic|FILE|GLOB, format=text|jsonl, tokenizer=char|wordpiece, steps=N, seed=N,
