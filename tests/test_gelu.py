@@ -1,4 +1,5 @@
-"""GELU approximations: the constants come out of a minimax fit of Phi (REFERENCE.md 5).
+"""GELU approximations: the constants come out of a minimax fit of Phi
+(docs/techniques.md section 5).
 
 The post derives both elementary approximations of Phi (the standard normal CDF),
   Phi(x) ~ 0.5 (1 + tanh(sqrt(2/pi) (x + a x^3)))   and   Phi(x) ~ sigmoid(b x),

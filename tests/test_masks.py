@@ -1,4 +1,4 @@
-"""Masks (REFERENCE.md section 2): UniLM, sliding window, GlobalPointer spans, and the wiring
+"""Masks (docs/techniques.md section 2): UniLM, sliding window, GlobalPointer spans, and the wiring
 of the window and UniLM masks into the encoder."""
 import jax
 import jax.numpy as jnp
