@@ -9,8 +9,8 @@ ATTENTION_LAB_WRITE_GOLDEN=1 on the commit whose numbers are to be kept):
   wall-clock fields) and the end-of-run evaluation.
 
 Bit-identity is a claim about one CPU model and one XLA build: on the machine and jax version
-that recorded the file the comparison is exact; elsewhere it allows a relative 1e-5 (a
-different CPU may pick other vector kernels) and says so in the skip-free output.
+that recorded the file the comparison is exact; elsewhere it allows a relative 1e-5 plus an
+absolute 1e-6 (a different CPU may pick other vector kernels) and says so in the failure.
 """
 from __future__ import annotations
 
@@ -93,10 +93,15 @@ def _forward(name: str) -> dict:
   model = MlmModel(cfg)
   tokens = _tokens()
   valid = tokens != 0
-  params = jax.jit(lambda k: model.init({"params": k}, tokens, valid)["params"])(
-      jax.random.PRNGKey(0))
-  logits = jax.jit(lambda p: model.apply({"params": p}, tokens, valid, deterministic=False,
-                                         rngs={"dropout": jax.random.PRNGKey(1)}))(params)
+
+  # one compiled program per variant (init and forward together): the suite's budget
+  @jax.jit
+  def init_and_forward(key):
+    params = model.init({"params": key}, tokens, valid)["params"]
+    return params, model.apply({"params": params}, tokens, valid, deterministic=False,
+                               rngs={"dropout": jax.random.PRNGKey(1)})
+
+  params, logits = init_and_forward(jax.random.PRNGKey(0))
   logits = np.asarray(logits, np.float64)
   weights = np.random.RandomState(1).standard_normal(logits.shape)
   paths = jax.tree_util.tree_flatten_with_path(params)[0]
@@ -107,7 +112,10 @@ def _forward(name: str) -> dict:
 
 
 def _close(a, b, exact: bool, where: str = "") -> list[str]:
-  """Differences between two JSON-like values: exact, or floats to a relative 1e-5."""
+  """Differences between two JSON-like values: exact, or floats to rtol 1e-5 + atol 1e-6.
+
+  The absolute floor is for logits near zero, where another CPU's summation order moves the
+  last digits by ~1e-7 while the relative change looks large."""
   if isinstance(a, dict) and isinstance(b, dict):
     out = [f"{where}: keys {sorted(set(a) ^ set(b))}"] if set(a) != set(b) else []
     return out + [d for k in sorted(set(a) & set(b)) for d in _close(a[k], b[k], exact,
@@ -117,7 +125,8 @@ def _close(a, b, exact: bool, where: str = "") -> list[str]:
       return [f"{where}: {len(a)} vs {len(b)} items"]
     return [d for i, (x, y) in enumerate(zip(a, b)) for d in _close(x, y, exact, f"{where}[{i}]")]
   if isinstance(a, float) and isinstance(b, float) and not exact:
-    return [] if abs(a - b) <= 1e-5 * max(abs(a), abs(b), 1e-30) else [f"{where}: {a!r} vs {b!r}"]
+    ok = abs(a - b) <= 1e-5 * max(abs(a), abs(b)) + 1e-6
+    return [] if ok else [f"{where}: {a!r} vs {b!r}"]
   return [] if a == b else [f"{where}: {a!r} vs {b!r}"]
 
 
@@ -133,7 +142,7 @@ def _check(file: str, got: dict) -> None:
   exact = want.pop("machine") == _machine()
   diffs = _close(got, want, exact)
   assert not diffs, (f"{len(diffs)} values differ from {file} "
-                     f"({'exact' if exact else 'rtol 1e-5: another CPU or jax'}):\n" +
+                     f"({'exact' if exact else 'rtol 1e-5 + atol 1e-6: another CPU or jax'}):\n" +
                      "\n".join(diffs[:20]))
 
 
