@@ -89,12 +89,21 @@ def test_weight_decay_mask_kernels_and_embedding_yes_norms_and_output_bias_no():
   assert by_name["bias"] == by_name["scale"] == by_name["output_bias"] == {False}
 
 
-@pytest.mark.xfail(strict=True, reason="bug in training/optimizer.decay_mask: it decays every "
-                   "leaf with ndim >= 2, and the query/key/value biases of the attention "
-                   "layer are [heads, head_dim], so they are decayed although the docstring "
-                   "says biases are not")
 def test_weight_decay_mask_leaves_the_per_head_biases_alone():
+  """The query/key/value biases are [heads, head_dim]: a bias by role, not by rank (a mask on
+  ndim >= 2 alone decayed them)."""
   assert _mask_by_name()["qkv_bias"] == {False}
+
+
+def test_weight_decay_mask_decays_looked_up_tables():
+  """T5's bucket table (named bias, no kernel beside it) and learned position tables are
+  decayed like the token embedding."""
+  cfg = ModelConfig.from_dict(dict(vocab_size=20, width=8, num_layers=1, num_heads=2,
+                                   mlp_dim=16, position="t5"))
+  shapes = jax.eval_shape(MlmModel(cfg).init, jax.random.PRNGKey(0),
+                          jnp.zeros((1, 4), jnp.int32), jnp.ones((1, 4), bool))["params"]
+  mask = decay_mask(shapes)
+  assert mask["encoder"]["relative_position"]["bias"] is True
 
 
 def np_adamw(params, grads, lrs, *, b1, b2, eps, wd, decayed, clip=0.0):

@@ -1,7 +1,10 @@
 """Refactors must not change the numbers: outputs pinned to values recorded before them.
 
 Two pins, both against JSON files in tests/golden/ written by this file (run it with
-ATTENTION_LAB_WRITE_GOLDEN=1 on the commit whose numbers are to be kept):
+ATTENTION_LAB_WRITE_GOLDEN=1 on the commit whose numbers are to be kept). variants.json was
+recorded at 516ef53, before the restructuring into self-describing variants and tasks; the
+smoke runs were recorded there too and re-recorded once, deliberately, when the weight-decay
+mask stopped decaying the per-head query/key/value biases (the commit that fixed it):
 
 * every model variant's forward pass (with dropout on) on fixed tokens and its parameter tree
   (names and shapes, so checkpoints keep loading);

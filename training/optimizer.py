@@ -1,10 +1,12 @@
 """The optimizer, built in one place from config.train."""
 from __future__ import annotations
 
-from utils.errors import ConfigError
+from collections.abc import Mapping
 
-import jax
+import jax.numpy as jnp
 import optax
+
+from utils.errors import ConfigError
 
 SCHEDULES = ("cosine", "linear", "constant")
 
@@ -27,8 +29,22 @@ def learning_rate_schedule(t) -> optax.Schedule:
 
 
 def decay_mask(params):
-  """Weight decay on matrices only: not on biases, norm scales, or the output bias."""
-  return jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)
+  """Weight decay on matrices only: not on biases, norm scales, or the output bias.
+
+  A bias is the leaf `bias` beside a `kernel`; it is not always 1-D (the attention layer's
+  query / key / value biases are [heads, head_dim]), so the rank alone cannot tell. Tables
+  that are looked up (embeddings, learned and relative position tables, T5's bucket table
+  at encoder/relative_position/bias, which has no kernel beside it) are decayed like the
+  token embedding.
+  """
+  def mask(tree):
+    if not isinstance(tree, Mapping):
+      return jnp.ndim(tree) >= 2
+    has_kernel = "kernel" in tree
+    return type(tree)({k: (False if k == "bias" and has_kernel else mask(v))
+                       for k, v in tree.items()})
+
+  return mask(params)
 
 
 def make_optimizer(t) -> optax.GradientTransformation:
