@@ -5,6 +5,7 @@ import os
 import pytest
 from entry_points import metric_rows as metrics
 from entry_points import run
+from pins import check
 
 CONFIG = "configs/mlm_extrapolation.py"
 
@@ -25,6 +26,8 @@ def test_train_stop_resume_evaluate(tmp_path):
   with open(os.path.join(a, "eval.json")) as f, open(os.path.join(b, "eval.json")) as g:
     ea, eb = json.load(f), json.load(g)
   assert ea == eb and ea["step"] == 6 and set(ea["lengths"]) == {"32", "64"}
+  # the uninterrupted smoke run is pinned: its metrics and evaluation (tests/pins.py)
+  check("smoke_mlm_extrapolation.json", {"metrics": metrics(b), "evaluation": eb})
   # evaluate.py re-scores from the checkpoint and gets the same numbers
   os.remove(os.path.join(a, "eval.json"))
   run("evaluate.py", f"--workdir={a}")

@@ -1,0 +1,71 @@
+"""Pins: values recorded from an earlier commit, compared exactly on the machine that recorded them.
+
+A pin file in tests/golden/ is written by the test that checks it when the environment has
+ATTENTION_LAB_WRITE_GOLDEN=1 (run that on the commit whose numbers are to be kept, and say so
+in its message). Bit-identity is a claim about one CPU model and one XLA build: on the machine
+and jax version that recorded the file the comparison is exact; elsewhere floats may differ
+by a relative 1e-5 plus an absolute 1e-6 (a different CPU may pick other vector kernels),
+and a failure says which comparison was made.
+
+Which commit recorded each file: variants.json at 516ef53, before the restructuring into
+self-describing variants and tasks (the restructured code matched it exactly); the two smoke
+runs at the commit that stopped the weight-decay mask from decaying the per-head
+query/key/value biases, a deliberate numeric change (the quickstart's metrics.jsonl and
+eval.json had been checked bit-identical across the restructuring before it).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+
+import jax
+
+GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
+WRITE = os.environ.get("ATTENTION_LAB_WRITE_GOLDEN") == "1"
+
+
+def _machine() -> dict:
+  cpu = platform.processor()
+  try:
+    with open("/proc/cpuinfo") as f:
+      cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                 cpu)
+  except OSError:
+    pass
+  return {"cpu": cpu, "jax": jax.__version__}
+
+
+def _close(a, b, exact: bool, where: str = "") -> list[str]:
+  """Differences between two JSON-like values: exact, or floats to rtol 1e-5 + atol 1e-6.
+
+  The absolute floor is for logits near zero, where another CPU's summation order moves the
+  last digits by ~1e-7 while the relative change looks large."""
+  if isinstance(a, dict) and isinstance(b, dict):
+    out = [f"{where}: keys {sorted(set(a) ^ set(b))}"] if set(a) != set(b) else []
+    return out + [d for k in sorted(set(a) & set(b)) for d in _close(a[k], b[k], exact,
+                                                                     f"{where}.{k}")]
+  if isinstance(a, list) and isinstance(b, list):
+    if len(a) != len(b):
+      return [f"{where}: {len(a)} vs {len(b)} items"]
+    return [d for i, (x, y) in enumerate(zip(a, b)) for d in _close(x, y, exact, f"{where}[{i}]")]
+  if isinstance(a, float) and isinstance(b, float) and not exact:
+    ok = abs(a - b) <= 1e-5 * max(abs(a), abs(b)) + 1e-6
+    return [] if ok else [f"{where}: {a!r} vs {b!r}"]
+  return [] if a == b else [f"{where}: {a!r} vs {b!r}"]
+
+
+def check(file: str, got: dict) -> None:
+  path = os.path.join(GOLDEN, file)
+  if WRITE:
+    os.makedirs(GOLDEN, exist_ok=True)
+    with open(path, "w") as f:
+      json.dump(dict(got, machine=_machine()), f, indent=1, sort_keys=True)
+    return
+  with open(path) as f:
+    want = json.load(f)
+  exact = want.pop("machine") == _machine()
+  diffs = _close(got, want, exact)
+  assert not diffs, (f"{len(diffs)} values differ from {file} "
+                     f"({'exact' if exact else 'rtol 1e-5 + atol 1e-6: another CPU or jax'}):\n" +
+                     "\n".join(diffs[:20]))
