@@ -94,3 +94,32 @@ def test_relative_and_from_imports_are_resolved(tmp_path):
 def test_no_import_cycles_among_library_modules():
   cycle = find_cycle(import_graph(library_modules()))
   assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+# Data flows one way (config -> data -> model -> objective -> training -> evaluation): a
+# package may not import the packages listed for it. evaluation/ holds pure functions of
+# (model, params, data), so it never reaches into training/; the model knows nothing of data,
+# losses or loops.
+FORBIDDEN = {
+    "utils": ("configs", "data", "model", "objectives", "training", "evaluation"),
+    "data": ("configs", "model", "objectives", "training", "evaluation"),
+    "model": ("configs", "data", "objectives", "training", "evaluation"),
+    "objectives": ("configs", "data", "training", "evaluation"),
+    "evaluation": ("configs", "training"),
+}
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+  return sorted(f"{a} imports {b}" for a, edges in graph.items() for b in edges
+                if b.split(".")[0] in FORBIDDEN.get(a.split(".")[0], ()))
+
+
+def test_layering_finds_a_planted_violation():
+  assert layer_violations({"evaluation.sts": {"training.contrastive", "model.encoder"},
+                           "training.loop": {"evaluation.sts"}}) == [
+                               "evaluation.sts imports training.contrastive"]
+
+
+def test_packages_import_only_downstream_of_the_data_flow():
+  violations = layer_violations(import_graph(library_modules()))
+  assert not violations, "; ".join(violations)
