@@ -2,12 +2,16 @@
 
 A corpus is `synthetic` (the embedded generator) or a file path / glob of UTF-8 plain text
 (`format=text`; documents one per line or separated by blank lines) or JSON lines
-(`format=jsonl`; one document per line in `text_field`).
+(`format=jsonl`; one document per line in `text_field`). Files ending in .gz, .bz2 or .xz are
+decompressed as they are read.
 """
 from __future__ import annotations
 
+import bz2
 import glob as globlib
+import gzip
 import json
+import lzma
 import math
 import os
 import warnings
@@ -43,9 +47,26 @@ def resolve_paths(spec: str) -> list[str]:
   return [path]
 
 
+# by file name: what opens it, and the name of the format in an error message
+COMPRESSED = {".gz": (gzip.open, "gzip"), ".bz2": (bz2.open, "bzip2"), ".xz": (lzma.open, "xz")}
+
+
+def read_bytes(path: str) -> bytes:
+  """The file's bytes, decompressed when its name ends in .gz, .bz2 or .xz."""
+  opener, name = COMPRESSED.get(os.path.splitext(path)[1].lower(), (open, None))
+  try:
+    with opener(path, "rb") as f:
+      return f.read()
+  except (OSError, EOFError, lzma.LZMAError) as e:
+    if name is None:
+      raise
+    # a truncated or mislabelled archive: say so instead of reading part of it
+    raise DataError(f"{path}: not a complete {name} file ({e}); re-download or decompress it "
+                    "and pass the plain file") from None
+
+
 def read_text(path: str, encoding_errors: str = "strict") -> str:
-  with open(path, "rb") as f:
-    raw = f.read()
+  raw = read_bytes(path)
   try:
     return raw.decode("utf-8", errors=encoding_errors)
   except UnicodeDecodeError as e:

@@ -50,6 +50,21 @@ def test_text_and_jsonl_corpora(tmp_path):
     load_documents(_data_cfg(corpus=str(tmp_path / "c.jsonl"), format="jsonl"))
 
 
+@pytest.mark.parametrize("suffix, compress", [
+    (".gz", "gzip"), (".bz2", "bz2"), (".xz", "lzma")])
+def test_compressed_corpora_read_as_their_text(tmp_path, suffix, compress):
+  import importlib
+  module = importlib.import_module(compress)
+  text = "第一回 甄士隐\nsecond doc ü\n"
+  path = tmp_path / f"c.txt{suffix}"
+  path.write_bytes(module.compress(text.encode("utf-8")))
+  assert load_documents(_data_cfg(corpus=str(path))) == ["第一回 甄士隐", "second doc ü"]
+  # a truncated archive is refused in one line, never read in part
+  path.write_bytes(module.compress(text.encode("utf-8") * 50)[:-8])
+  with pytest.raises(DataError, match=r"c.txt\.\w+: not a complete \w+ file"):
+    load_documents(_data_cfg(corpus=str(path)))
+
+
 def test_bad_corpora_are_refused_with_the_file_and_position(tmp_path):
   with pytest.raises(DataError, match="does not exist"):
     load_documents(_data_cfg(corpus=str(tmp_path / "missing.txt")))
