@@ -36,3 +36,41 @@ def batch_plot(cells: dict, path: str, title: str,
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
+
+
+def length_figure(rows, title: str, ylabel: str, reference=None):
+  """rows [(label, {length: [value per seed]})] -> a figure of value vs evaluation length
+  (log2 axis), one line per row with the seeds' mean and error bars of their std (none for a
+  single seed); reference (label, {length: value}), e.g. log n, is drawn dashed and grey."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6.5, 4.2))
+  lengths = sorted({int(n) for _, cells in rows for n in cells})
+  for i, (label, cells) in enumerate(rows):
+    points = sorted((int(n), mean_std(v)) for n, v in cells.items() if v)
+    ax.errorbar([n for n, _ in points], [ms[0] for _, ms in points],
+                yerr=[ms[1] for _, ms in points], color=f"C{i % 10}", marker="o", capsize=3,
+                label=label)
+  if reference is not None:
+    name, values = reference
+    points = sorted((int(n), v) for n, v in values.items())
+    ax.plot([n for n, _ in points], [v for _, v in points], color="0.5", linestyle="--",
+            label=name)
+  ax.set_xscale("log", base=2)
+  ax.set_xticks(lengths, [str(n) for n in lengths])
+  ax.set_xlabel("evaluation length (tokens)")
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize="small")
+  fig.tight_layout()
+  return fig
+
+
+def length_plot(rows, path: str, title: str, ylabel: str, reference=None) -> None:
+  """length_figure(...) saved as an image at path."""
+  import matplotlib.pyplot as plt
+  fig = length_figure(rows, title, ylabel, reference)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import collections
 import math
 
+from scipy import stats
+
 
 def length_table(rows: list[tuple[str, dict]], metric: str = "accuracy", percent: bool = True,
                  digits: int = 2) -> str:
@@ -59,3 +61,87 @@ def seed_table(cells: dict, row_header: list[str], row_order=None, digits: int =
                                                          else ""))
     lines.append("| " + " | ".join(str(r) for r in row) + " | " + " | ".join(texts) + " |")
   return "\n".join(lines)
+
+
+def paired_difference(base: dict, other: dict, confidence: float = 0.95) -> dict | None:
+  """{seed: value} of two rows -> the mean of other - base over the seeds both have, with the
+  Student-t interval for that mean (n - 1 degrees of freedom; none for a single pair).
+
+  Returns {'mean', 'low', 'high', 'n'} (low = high = nan when n = 1), or None without a pair.
+  """
+  seeds = sorted(set(base) & set(other))
+  if not seeds:
+    return None
+  diffs = [other[s] - base[s] for s in seeds]
+  m, sd = mean_std(diffs)
+  n = len(diffs)
+  half = (stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)) if n > 1 else math.nan
+  return {"mean": m, "low": m - half, "high": m + half, "n": n}
+
+
+def _signed(value: float, digits: int) -> str:
+  return f"{value:+.{digits}f}"
+
+
+def difference_text(d: dict | None, digits: int) -> str:
+  """'+0.65 [-1.20, +2.50] (3 pairs)'; a single pair has no interval: '+0.65 (1 pair)'."""
+  if d is None:
+    return "-"
+  if d["n"] == 1:
+    return f"{_signed(d['mean'], digits)} (1 pair)"
+  return (f"{_signed(d['mean'], digits)} [{_signed(d['low'], digits)}, "
+          f"{_signed(d['high'], digits)}] ({d['n']} pairs)")
+
+
+def seed_length_table(rows: list[tuple[str, dict]], *, digits: int = 2, baseline: str | None = None,
+                      plain_rows=(), confidence: float = 0.95) -> tuple[str, list[str]]:
+  """rows [(label, {length: {seed: value}})] -> (markdown, notes).
+
+  One row per label, cells 'mean ± std (n=k)' per length (the sample std, n - 1; a single
+  value is 'mean (n=1)'); '-' where a row has no value at a length. plain_rows [(label,
+  {length: value})] follow as they are (e.g. log n). baseline (a label of rows): one more row
+  per other row, 'label - baseline', with the difference per length paired by seed (the
+  comparisons of docs/techniques.md section 7 run over seeds) as 'mean [low, high] (n pairs)'
+  at the given confidence. notes: one line per difference row whose seeds are not all paired, naming
+  the seeds left out.
+  """
+  labels = [label for label, _ in rows]
+  if baseline is not None and baseline not in labels:
+    raise ValueError(f"baseline {baseline!r} is not a row: {labels}")
+  by_label = {label: {int(n): v for n, v in cells.items()} for label, cells in rows}
+  lengths = sorted({n for cells in by_label.values() for n in cells} |
+                   {int(n) for _, cells in plain_rows for n in cells})
+  lines = ["| run | " + " | ".join(str(n) for n in lengths) + " |", "|---|" + "---|" * len(lengths)]
+
+  def line(label, texts):
+    lines.append(f"| {label} | " + " | ".join(texts) + " |")
+
+  for label in labels:
+    texts = []
+    for n in lengths:
+      values = list(by_label[label].get(n, {}).values())
+      if not values:
+        texts.append("-")
+        continue
+      m, sd = mean_std(values)
+      texts.append(f"{m:.{digits}f} ± {sd:.{digits}f} (n={len(values)})" if len(values) > 1
+                   else f"{m:.{digits}f} (n=1)")
+    line(label, texts)
+  for label, cells in plain_rows:
+    cells = {int(n): v for n, v in cells.items()}
+    line(label, [f"{cells[n]:.{digits}f}" if n in cells else "-" for n in lengths])
+  notes = []
+  if baseline is not None:
+    base = by_label[baseline]
+    for label in labels:
+      if label == baseline:
+        continue
+      other = by_label[label]
+      line(f"{label} - {baseline}",
+           [difference_text(paired_difference(base.get(n, {}), other.get(n, {}), confidence),
+                            digits) for n in lengths])
+      unpaired = sorted({s for n in lengths for s in set(base.get(n, {})) ^ set(other.get(n, {}))})
+      if unpaired:
+        notes.append(f"{label} - {baseline}: seed{'s' if len(unpaired) > 1 else ''} "
+                     f"{', '.join(str(s) for s in unpaired)} without a pair, left out")
+  return "\n".join(lines), notes
