@@ -3,8 +3,13 @@
 The model section is built from the model's own declarations (model/config.py: the core
 fields and every variant's), so each model field is overridable in every config
 (`--config.model.t5_shared=false`, `:rope_scaling=ntk`, ...) and no config restates a default.
+A sweep may be written as a Grid (the product of variant values and seeds) instead of listing
+its variant strings.
 """
 from __future__ import annotations
+
+import dataclasses
+import itertools
 
 import ml_collections
 
@@ -37,3 +42,42 @@ def train_section(**fields) -> ml_collections.ConfigDict:
   """The experiment's train fields (steps, batch_size, learning_rate, warmup_steps, schedule:
   cosine | linear | constant after warmup, cadence) on top of TRAIN_DEFAULTS."""
   return ml_collections.ConfigDict(dict(TRAIN_DEFAULTS, **fields))
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+  """A sweep as a product: every combination of the axes' values, for every seed.
+
+  axes: {variant key: [values]}, e.g. {"position": ["rope", "t5"], "scale": ["standard",
+  "logn"]}. seeds: () keeps the config's own seed; else each combination once per seed.
+  entries() spells it as variant strings (what sweep.py runs) in a fixed order: the seed
+  varies slowest (the whole grid at the first seed, then at the next, so that a partial sweep
+  already compares every point), then the axes in the order given, the last one fastest:
+  Grid({"scale": ["standard", "logn"]}, seeds=[0, 1]) is scale=standard,seed=0,
+  scale=logn,seed=0, scale=standard,seed=1, scale=logn,seed=1.
+  """
+  axes: dict
+  seeds: tuple = ()
+
+  def __post_init__(self):
+    empty = [k for k, values in self.axes.items() if not list(values)]
+    if not self.axes or empty:
+      raise ConfigError(f"Grid axes {empty or '{}'} have no values; give each axis at least one")
+    if "seed" in self.axes:
+      raise ConfigError("Grid: give the seeds as Grid(..., seeds=[...]), not as an axis")
+
+  def entries(self) -> list[str]:
+    combos = list(itertools.product(*[[(k, v) for v in values]
+                                      for k, values in self.axes.items()]))
+    return [",".join([f"{k}={variant_text(v)}" for k, v in combo] +
+                     ([] if seed is None else [f"seed={seed}"]))
+            for seed in (tuple(self.seeds) or (None,)) for combo in combos]
+
+
+def variant_text(value) -> str:
+  """A value as a variant string writes it: true/false, '+' between a tuple's items."""
+  if isinstance(value, bool):
+    return "true" if value else "false"
+  if isinstance(value, (tuple, list)):
+    return "+".join(variant_text(v) for v in value)
+  return str(value)

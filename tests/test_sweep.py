@@ -1,23 +1,28 @@
-"""sweep.py on both experiment configs: filter, run, stop, resume, skip, tabulate.
+"""sweep.py on both experiment configs: filter, run, stop, resume, skip, tabulate, schedule.
 
-The MLM sweep runs in the default subprocess mode, the contrastive one in process; both are
-called again to show that finished runs are skipped without touching their checkpoints, and
-their final tables are checked against the saved evaluations. How a signal reaches the run
-in progress is checked in this process, with a stand-in child.
+The MLM sweep's run is trained by the sbatch script that --slurm writes (run with bash, as an
+array task), then skipped by a --jobs sweep; the contrastive one runs in process; both show
+that finished runs are skipped without touching their checkpoints, and their final tables are
+checked against the saved evaluations. Grids are checked against their entries written out;
+--jobs's scheduling and how a signal reaches the runs in progress are checked in this
+process, with stand-in children.
 """
 import json
 import os
 import signal
 import statistics
 import subprocess
+import sys
+import time
 
 import pytest
-from entry_points import checkpoint_steps, metric_rows, run
+from entry_points import ENV, ROOT, checkpoint_steps, metric_rows, run
 
-from configs import contrastive_batch
+from configs import contrastive_batch, mlm_extrapolation
+from configs.common import Grid
 from training import sweep
 from training.loop import stop_requests
-from utils.errors import UserError
+from utils.errors import ConfigError, UserError
 
 MLM = "configs/mlm_extrapolation.py"
 CONTRASTIVE = "configs/contrastive_batch.py"
@@ -49,43 +54,162 @@ def test_plan_filters_with_only_and_prints_train_commands(tmp_path):
   assert sweep.printed(points[0]) == (f"python train.py --config={CONTRASTIVE}:smoke,steps=3,"
                                       f"{points[0].entry} --workdir={points[0].workdir}")
   # a dotted config path works as a key; an unknown key or an empty selection is refused
-  assert len(sweep.plan(MLM, str(tmp_path), "", ["model.scale=logn"])) == 1
+  assert len(sweep.plan(MLM, str(tmp_path), "", ["model.scale=logn"])) == 3
   with pytest.raises(UserError, match="neither a variant key nor a config path"):
     sweep.plan(MLM, str(tmp_path), "", ["sclae=logn"])
-  with pytest.raises(UserError, match="keeps none of the 2 entries"):
+  with pytest.raises(UserError, match="keeps none of the 6 entries"):
     sweep.plan(MLM, str(tmp_path), "", ["scale=cosine"])
 
 
-def test_mlm_sweep_runs_skips_and_tabulates(tmp_path):
+def test_grids_expand_in_their_documented_order():
+  grid = Grid(axes={"a": [1, 2], "b": ["x", "y"]}, seeds=[0, 1])
+  assert grid.entries() == [  # the seed slowest, then the axes in order, the last fastest
+      "a=1,b=x,seed=0", "a=1,b=y,seed=0", "a=2,b=x,seed=0", "a=2,b=y,seed=0",
+      "a=1,b=x,seed=1", "a=1,b=y,seed=1", "a=2,b=x,seed=1", "a=2,b=y,seed=1"]
+  assert Grid(axes={"remat": [True], "lengths": [(64, 128)]}).entries() == [
+      "remat=true,lengths=64+128"]  # no seeds: the config's own; values as variants write them
+  with pytest.raises(ConfigError, match="have no values"):
+    Grid(axes={"scale": []})
+  with pytest.raises(ConfigError, match="seeds="):
+    Grid(axes={"seed": [0, 1]})
+  # the MLM config: the post's comparison, and the named grid
+  assert mlm_extrapolation.sweep().entries() == [
+      f"scale={scale},seed={seed}" for seed in (0, 1, 2) for scale in ("standard", "logn")]
+  positions = ["rope", "sinusoidal", "learned", "t5", "alibi", "none", "xl", "shaw", "deberta",
+               "kerple"]
+  assert mlm_extrapolation.sweeps()["grid"].entries() == [
+      f"position={p},scale={scale},seed={seed}" for seed in (0, 1, 2) for p in positions
+      for scale in ("standard", "logn")]
+
+
+def test_plan_of_a_named_sweep(tmp_path):
+  points = sweep.plan(MLM, str(tmp_path), "smoke", ["seed=1"], "grid")
+  assert len(points) == 20 and points[3].entry == "position=sinusoidal,scale=logn,seed=1"
+  for p in points:  # each point's config is its entry's
+    values = dict(part.split("=") for part in p.entry.split(","))
+    assert (p.config.model.position, p.config.model.scale, p.config.seed) == (
+        values["position"], values["scale"], int(values["seed"]))
+    assert p.config.train.steps == 6  # the smoke variant prepended
+  assert sweep.printed(points[0]).endswith(
+      f"{MLM}:smoke,position=rope,scale=standard,seed=1 --workdir="
+      f"{os.path.join(str(tmp_path), 'position-rope_scale-standard_seed-1')}")
+  with pytest.raises(UserError, match="has no sweep 'gird'; its sweeps: default, grid"):
+    sweep.plan(MLM, str(tmp_path), "", [], "gird")
+  assert sweep.pick(points, 19) is points[19]
+  with pytest.raises(UserError, match=r"--index 20 is outside the plan's 20 runs \(0 ... 19\)"):
+    sweep.pick(points, 20)
+
+
+def test_slurm_script_trains_its_array_task_and_jobs_skip_it(tmp_path):
   root = str(tmp_path / "sweep")
-  args = [f"--config={MLM}", f"--root={root}", "--variant=smoke", "--only=scale=logn",
-          "--noprogress"]
-  w = os.path.join(root, "scale-logn")
-  p = run("sweep.py", *args)  # one train.py subprocess
-  assert f"[1/1] {w} <- {MLM}:smoke,scale=logn" in p.stderr
-  assert [r["step"] for r in metric_rows(w)] == [2, 4, 6]
+  script = str(tmp_path / "sweep.sbatch")
+  plan = [f"--config={MLM}", f"--root={root}", "--variant=smoke"]
+  p = run("sweep.py", *plan, f"--slurm={script}", "--slurm_time=00:20:00",
+          "--slurm_partition=debug", "--jobs=2")
+  assert f"wrote {script}: 6 array tasks" in p.stdout
+  with open(script) as f:
+    text = f.read()
+  for line in ("#SBATCH --array=0-5%2", "#SBATCH --time=00:20:00", "#SBATCH --cpus-per-task=4",
+               "#SBATCH --partition=debug", f"#SBATCH --output={root}/.slurm/%A_%a.out"):
+    assert line in text.splitlines()
+  # the array task 1 of a scheduler, without one: point 1 of the plan is scale=logn, seed 0
+  job = subprocess.run(["bash", script], env=dict(ENV, SLURM_ARRAY_TASK_ID="1",
+                                                 PYTHON=sys.executable),
+                       cwd=str(tmp_path), capture_output=True, text=True, timeout=300)
+  assert job.returncode == 0, job.stderr
+  w = os.path.join(root, "scale-logn_seed-0")
+  assert sorted(os.listdir(root)) == [".slurm", "scale-logn_seed-0"]  # that run only
+  assert [r["step"] for r in metric_rows(w)] == [2, 4, 6] and checkpoint_steps(w) == [3, 6]
   with open(os.path.join(w, "eval.json")) as f:
     evaluation = json.load(f)
-  assert evaluation["step"] == 6
-  row = _table_row(p.stdout, "| scale-logn (rope, logn) |")
+  with open(os.path.join(w, "config.json")) as f:
+    config = json.load(f)
+  assert evaluation["step"] == 6 and config["model"]["scale"] == "logn" and config["seed"] == 0
+
+  # the same point in a --jobs sweep: finished, skipped, its checkpoints untouched; the table
+  before = _files(w)
+  p = run("sweep.py", *plan, "--only=scale=logn,seed=0", "--jobs=2", "--noprogress")
+  assert f"[1/1] {w}: finished, skipped" in p.stderr and _files(w) == before
+  row = _table_row(p.stdout, "| scale-logn_seed-0 (rope, logn) |")
   assert row.split("|")[2:4] == [f" {100 * evaluation['lengths'][n]['accuracy']:.2f} "
                                  for n in ("32", "64")]
 
-  before = _files(w)
-  p = run("sweep.py", *args)
-  assert f"[1/1] {w}: finished, skipped" in p.stderr
-  assert _files(w) == before and _table_row(p.stdout, "| scale-logn") == row
+
+STAND_IN = """
+import argparse, os, sys, time
+p = argparse.ArgumentParser()
+for flag in ("--config", "--workdir"):
+  p.add_argument(flag)
+p.add_argument("--noprogress", action="store_true")
+a = p.parse_args()
+name = os.path.basename(a.workdir)
+def event(what):
+  with open(os.environ["EVENTS"], "a") as f:
+    f.write(f"{time.monotonic()} {what} {name}\\n")
+event("start")
+time.sleep(float(os.environ.get("SLEEP_" + name.replace("-", "_").replace(".", "_"), "0.3")))
+if name == os.environ.get("FAIL"):
+  print("error: the stand-in failed on purpose", file=sys.stderr)
+  sys.exit(3)
+event("end")
+"""
 
 
-def test_signals_reach_the_run_in_progress(tmp_path):
-  # subprocess mode: the signal is remembered and passed on to the train.py in progress
+def _events(path):
+  with open(path) as f:
+    return [(float(t), what, name) for t, what, name in (line.split() for line in f)]
+
+
+def _most_at_once(events):
+  now = most = 0
+  for _, what, _ in sorted(events):
+    now += 1 if what == "start" else -1
+    most = max(most, now)
+  return most
+
+
+def test_jobs_run_side_by_side_and_a_failure_stops_new_launches(tmp_path, monkeypatch, capsys):
+  script = tmp_path / "stand_in.py"
+  script.write_text(STAND_IN)
+  points = sweep.plan(f"{MLM}:smoke", str(tmp_path / "runs"), "", [])  # 6 points
+  names = [os.path.basename(p.workdir) for p in points]
+  monkeypatch.setenv("EVENTS", str(tmp_path / "events"))
+  assert sweep.run_all(points[:4], in_process=False, train_script=str(script), jobs=2) is None
+  events = _events(tmp_path / "events")
+  assert sorted(n for _, what, n in events if what == "end") == sorted(names[:4])
+  assert _most_at_once(events) == 2  # two at a time, never more
+  assert [n for _, what, n in sorted(events) if what == "start"][:2] == names[:2]  # plan order
+  with open(os.path.join(points[0].workdir, "train.log")) as f:
+    assert f.read() == ""  # each run's output goes to its log
+
+  # the second run fails at once while the first goes on: nothing new is launched, the first
+  # is waited for, and the failure is one line naming the workdir, its reason and its log
+  os.remove(tmp_path / "events")
+  monkeypatch.setenv("FAIL", names[5])
+  monkeypatch.setenv("SLEEP_" + names[4].replace("-", "_"), "1.0")
+  monkeypatch.setenv("SLEEP_" + names[5].replace("-", "_"), "0.0")
+  capsys.readouterr()
+  assert sweep.run_all(points[4:] + points[:4], in_process=False, train_script=str(script),
+                       jobs=2) == 3
+  events = _events(tmp_path / "events")
+  assert {(what, n) for _, what, n in events} == {
+      ("start", names[4]), ("start", names[5]), ("end", names[4])} and len(events) == 3
+  errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+  assert errors == [sweep.failed_line(points[5], 3, "the stand-in failed on purpose",
+                                      os.path.join(points[5].workdir, "train.log"))]
+  with pytest.raises(UserError, match="drop --in_process"):
+    sweep.run_all(points, in_process=True, train_script=str(script), jobs=2)
+
+
+def test_signals_reach_the_runs_in_progress(tmp_path):
+  # subprocess mode: the signal is remembered and passed on to every train.py in progress
   default = signal.getsignal(signal.SIGTERM)
   state = {"signal": None}
-  child = subprocess.Popen(["sleep", "60"])
+  children = [subprocess.Popen(["sleep", "60"]) for _ in range(2)]
   with sweep.forwarded_signals(state):
-    state["child"] = child
+    state["children"].extend(children)
     os.kill(os.getpid(), signal.SIGTERM)
-    assert child.wait(timeout=30) == -signal.SIGTERM
+    assert [c.wait(timeout=30) for c in children] == [-signal.SIGTERM] * 2
   assert state["signal"] == "SIGTERM"
   # in process: the sweep's flag is the one every run's loop checks, so a signal between two
   # runs (or while one loads its data) stops the next step
@@ -126,5 +250,6 @@ def test_a_failed_run_stops_the_sweep_in_one_line(tmp_path):
   assert p.returncode == 2 and "Traceback" not in p.stderr
   lines = [line for line in p.stderr.splitlines() if line.startswith("error:")]
   assert len(lines) == 1
-  assert lines[0].startswith(f"error: {os.path.join(root, 'scale-standard')} failed (exit 2): ")
+  assert lines[0].startswith(f"error: {os.path.join(root, 'scale-standard_seed-0')} failed "
+                            "(exit 2): ")
   assert "does not exist" in lines[0] and "scale-logn" not in p.stderr  # stopped at the first
