@@ -2,10 +2,18 @@
 
   python evaluate.py --workdir DIR                  # the task's default evaluation of one run
   python evaluate.py --workdirs A B C --table       # one table of several runs of one task
+  python evaluate.py --workdirs A B C --table --plot FILE.png [--title T]   # and its plot
 
-MLM runs (saved as DIR/eval.json; accuracy and loss by length):
+MLM runs (saved as DIR/eval.json; accuracy and loss by length; a finished run's summary in
+DIR/summary.json):
   python evaluate.py --workdir DIR [--lengths 64,128,...]
-  python evaluate.py --workdirs A B --entropy                 # mean attention entropy by length
+  python evaluate.py --workdirs runs/x/* --table [--metric loss]
+      # runs that differ only in the seed are one row: mean ± std (n) per length
+  python evaluate.py --workdirs runs/x/* --table --baseline scale=standard [--plot acc.png]
+      # + rows of the differences from the baseline, paired by seed, with 95% intervals
+  python evaluate.py --summaries docs/results/mlm_runs/*.json --table [--baseline ...]
+      # the same tables from summary.json files alone (no checkpoints needed)
+  python evaluate.py --workdirs A B --entropy [--plot entropy.png]  # mean attention entropy
   python evaluate.py --workdir DIR --model_override rope_scaling=ntk \
       --model_override rope_scaling_factor=8                   # NTK-RoPE on a plain-RoPE run
 Contrastive runs (saved in DIR/sts_eval.json; STS Spearman, by default on the run's own
@@ -20,6 +28,8 @@ mixes tasks.
 """
 from __future__ import annotations
 
+import os
+
 from absl import flags
 
 from utils.cli import run_main
@@ -27,12 +37,19 @@ from utils.errors import UserError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir of train.py.")
 _WORKDIRS = flags.DEFINE_list("workdirs", None, "Several workdirs (space- or comma-separated).")
+_SUMMARIES = flags.DEFINE_list("summaries", None, "Tabulate these summary.json files (runs "
+                                "of a task that writes them: mlm) instead of workdirs.")
 _TABLE = flags.DEFINE_bool("table", False, "Print one table of every workdir.")
+flags.DEFINE_bool("progress", True, "Show a progress bar during long evaluations (only on a "
+                  "terminal).")
 # options of the tasks' evaluate() and table(): each task declares which it takes
 flags.DEFINE_list("lengths", None, "MLM: evaluation lengths (default: the run's eval.lengths).")
 flags.DEFINE_enum("metric", "accuracy", ["accuracy", "loss"], "MLM: metric of the table.")
 flags.DEFINE_bool("entropy", False, "MLM: report the mean attention entropy by length instead "
                   "of MLM accuracy (saved as entropy.json).")
+flags.DEFINE_string("baseline", None, "MLM table: add each row's difference from this row (a "
+                    "row label such as scale=standard, or one of the runs), paired by seed, "
+                    "with a 95% interval.")
 flags.DEFINE_multi_string(
     "model_override", [], "MLM: evaluate with a model field changed, e.g. rope_scaling=ntk or "
     "scale=logn (only fields that do not change the parameters); saved as eval_<...>.json.")
@@ -44,10 +61,16 @@ flags.DEFINE_integer("whitening_k", None, "Contrastive: BERT-whitening keeping k
                      "(0 = all); fitted on the evaluation sentences by default.")
 flags.DEFINE_string("whitening_corpus", None, "Contrastive: fit the whitening on these "
                     "sentences (one per line) instead.")
-flags.DEFINE_string("plot", None, "Contrastive: also save the Spearman-vs-batch plot here.")
-flags.DEFINE_string("title", None, "Contrastive: title of the plot (default: the STS set).")
-OPTIONS = ("lengths", "metric", "entropy", "model_override", "sts", "sts_split", "whitening_k",
-           "whitening_corpus", "plot", "title")
+flags.DEFINE_string("plot", None, "Also save the table's plot here (MLM: the metric vs length; "
+                    "contrastive: Spearman vs batch).")
+flags.DEFINE_string("title", None, "Title of the plot (default: what the table shows).")
+OPTIONS = ("lengths", "metric", "entropy", "model_override", "baseline", "sts", "sts_split",
+           "whitening_k", "whitening_corpus", "plot", "title")
+# options every task's table() takes, whether or not its eval_options lists them
+TABLE_OPTIONS = ("plot", "title")
+# display options: passed to the tasks that list them, ignored by the others
+DISPLAY_OPTIONS = ("progress",)
+TABLE_MODE = ("entropy", "plot", "baseline")  # options that make evaluate.py print a table
 
 
 def given_options() -> dict:
@@ -62,10 +85,23 @@ def given_options() -> dict:
   return out
 
 
-def one_task(dirs):
-  """The task of every workdir, refusing a mix."""
+def summary_task(path: str):
+  """The task that wrote a summary.json."""
+  from training.tasks import task_by_name
+  from utils.files import read_json
+  if not os.path.isfile(path):
+    raise UserError(f"--summaries: {path!r} is not a file")
+  try:
+    name = read_json(path)["config"]["task"]
+  except (ValueError, KeyError, TypeError):
+    raise UserError(f"--summaries: {path} is not a summary.json of a run") from None
+  return task_by_name(name)
+
+
+def one_task(dirs, summaries: bool = False):
+  """The task of every workdir (or summary), refusing a mix."""
   from training.tasks import task_of
-  tasks = {d: task_of(d) for d in dirs}
+  tasks = {d: summary_task(d) if summaries else task_of(d) for d in dirs}
   names = sorted({t.name for t in tasks.values()})
   if len(names) > 1:
     which = ", ".join(f"{d}: {t.name}" for d, t in tasks.items())
@@ -74,7 +110,7 @@ def one_task(dirs):
 
 
 def check_options(task, options: dict, workdir: str) -> None:
-  foreign = [name for name in options if name not in task.eval_options]
+  foreign = [name for name in options if name not in task.eval_options + TABLE_OPTIONS]
   if foreign:
     raise UserError(f"--{foreign[0]} is not an option of the {task.name} task, the task of "
                     f"{workdir}; its options: {', '.join('--' + o for o in task.eval_options)}")
@@ -82,14 +118,23 @@ def check_options(task, options: dict, workdir: str) -> None:
 
 def main(argv) -> int:
   # `--workdirs A B C`: absl leaves B and C in argv; accept them as more workdirs
+  # (and `--summaries a.json b.json`: more summaries)
   extra = [a for a in argv[1:] if not a.startswith("-")]
-  dirs = ([_WORKDIR.value] if _WORKDIR.value else []) + list(_WORKDIRS.value or []) + extra
+  if _SUMMARIES.value is not None:
+    if _WORKDIR.value or _WORKDIRS.value:
+      raise UserError("pass either --summaries FILE ... or workdirs, not both")
+    dirs = list(_SUMMARIES.value) + extra
+  else:
+    dirs = ([_WORKDIR.value] if _WORKDIR.value else []) + list(_WORKDIRS.value or []) + extra
   if not dirs:
-    raise UserError("pass --workdir DIR or --workdirs DIR [DIR ...]")
-  task = one_task(dirs)
+    raise UserError("pass --workdir DIR, --workdirs DIR [DIR ...] or --summaries FILE [FILE ...]")
+  task = one_task(dirs, summaries=_SUMMARIES.value is not None)
   options = given_options()
   check_options(task, options, dirs[0])
-  if _TABLE.value or len(dirs) > 1 or options.get("entropy") or options.get("plot"):
+  options.update({name: flags.FLAGS[name].value for name in DISPLAY_OPTIONS
+                  if name in task.eval_options})
+  if (_TABLE.value or len(dirs) > 1 or _SUMMARIES.value is not None or
+      any(options.get(name) for name in TABLE_MODE)):
     print(task.table(dirs, **options))
   else:
     print(task.describe(dirs[0], task.evaluate(dirs[0], **options)))

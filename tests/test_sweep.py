@@ -125,6 +125,27 @@ def test_slurm_script_trains_its_array_task_and_jobs_skip_it(tmp_path):
   with open(os.path.join(w, "config.json")) as f:
     config = json.load(f)
   assert evaluation["step"] == 6 and config["model"]["scale"] == "logn" and config["seed"] == 0
+  # its summary: the run's config, seed, commit and results, as the workdir holds them
+  with open(os.path.join(w, "summary.json")) as f:
+    summary = json.load(f)
+  head = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True,
+                        text=True).stdout.strip()
+  assert summary["config"] == config and summary["seed"] == 0 and summary["step"] == 6
+  assert summary["lengths"] == evaluation["lengths"] and summary["name"] == "scale-logn_seed-0"
+  assert summary["commit"]["hash"] == head and summary["training"]["commit"]["hash"] == head
+  assert (summary["training"]["from_step"], summary["training"]["to_step"]) == (0, 6)
+  assert summary["training"]["seconds"] > 0
+  # evaluating its attention entropy adds that to the summary; --plot draws it against length
+  plot = str(tmp_path / "entropy.png")
+  p = run("evaluate.py", f"--workdir={w}", "--entropy", f"--plot={plot}")
+  with open(os.path.join(w, "entropy.json")) as f, open(os.path.join(w, "summary.json")) as g:
+    entropy, summary = json.load(f), json.load(g)
+  assert summary["entropy"] == entropy["lengths"] and set(entropy["lengths"]) == {"32", "64"}
+  assert summary["lengths"] == evaluation["lengths"]
+  assert _table_row(p.stdout, "| scale-logn_seed-0 (rope, logn) |").split("|")[2:4] == [
+      f" {entropy['lengths'][n]['entropy']:.3f} " for n in ("32", "64")]
+  with open(plot, "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
   # the same point in a --jobs sweep: finished, skipped, its checkpoints untouched; the table
   before = _files(w)

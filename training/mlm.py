@@ -4,6 +4,11 @@ Training ends with the run's evaluation by length (eval.json); evaluate.py score
 the same way (optionally with model fields changed, --model_override: eval_<tag>.json) or
 measures its attention entropy by length (entropy.json). A saved evaluation is reused while
 it is for the latest checkpoint and covers the lengths asked for.
+
+A finished run also keeps DIR/summary.json (its config, seed, commit, training time and
+results by length), written at the end of training and by each evaluation of its own model;
+tables can be made from those files alone (evaluate.py --summaries), so committed summaries
+regenerate a results page without the checkpoints.
 """
 from __future__ import annotations
 
@@ -11,18 +16,23 @@ import dataclasses
 import json
 import math
 import os
+import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
+from tqdm import tqdm
 
+from configs.common import variant_text
 from configs.variants import _typed
 from data.corpus import load_documents, split_documents
 from data.mlm import TrainBatches, mlm_mask, pack
 from data.tokenizers import PAD, build_tokenizer, load_tokenizer
 from evaluation.entropy import entropy_by_length
 from evaluation.mlm_by_length import evaluate_lengths, split_lengths
-from evaluation.tables import length_table
+from evaluation.plots import length_plot
+from evaluation.tables import length_table, seed_length_table
 from model.config import ModelConfig, eval_time_fields, field_defaults
 from model.encoder import MlmModel
 from objectives.mlm import mlm_loss
@@ -122,7 +132,9 @@ def train(config, workdir: str, *, overwrite: bool = False, progress: bool = Tru
   """Trains (or resumes) an MLM in workdir; evaluates by length at the end if configured."""
   # everything that can be refused is refused before the corpus is read or anything compiled
   check_config(config)
+  began = time.perf_counter()
   changes = wd.prepare(workdir, config, overwrite=overwrite)
+  from_step = latest_step(workdir) or 0
   data = prepare_data(config, workdir)
   model = MlmModel(model_config(config, data.tokenizer.vocab_size))
   batches = train_batches(config, data)
@@ -133,10 +145,15 @@ def train(config, workdir: str, *, overwrite: bool = False, progress: bool = Tru
                batch_fn=batches.batch,
                tokens_per_step=config.train.batch_size * config.data.train_length,
                progress=progress, stop_after=stop_after, changes=changes)
+  trained = time.perf_counter()
   evals = None
   if config.eval.at_end and not result.interrupted:
     run = wd.LoadedRun(config, model, data.tokenizer, result.state.params, result.step, data)
-    evals = score_lengths(workdir, run)
+    evals = score_lengths(workdir, run, progress=progress)
+  if not result.interrupted:
+    write_summary(workdir, training={
+        "seconds": round(trained - began, 1), "from_step": from_step, "to_step": result.step,
+        "evaluation_seconds": round(time.perf_counter() - trained, 1), "commit": code_version()})
   return wd.TrainResult(workdir, result, evals)
 
 
@@ -179,23 +196,41 @@ def usable_lengths(workdir: str, model, lengths):
   return usable, refused
 
 
-def _by_length(workdir: str, run: wd.LoadedRun, lengths, out: str, score) -> dict:
-  """score(usable lengths) -> {n: result}, saved to out as {'step', 'lengths', 'refused'}."""
+def progress_bar(total: int, desc: str, enabled: bool = True, file=None) -> tqdm:
+  """The training loop's bar (training/loop.py) for other long work; off when not enabled or
+  when its stream (stderr) is not a terminal, so that logs and pipes get no bar."""
+  file = file or sys.stderr
+  return tqdm(total=total, desc=desc, file=file, dynamic_ncols=True,
+              disable=not (enabled and file.isatty()))
+
+
+def _by_length(workdir: str, run: wd.LoadedRun, lengths, out: str, score, progress: bool = True,
+               desc: str = "eval") -> dict:
+  """score([n]) -> {n: result} for each usable length (the bar advances per length), saved
+  to out as {'step', 'lengths', 'refused'}."""
   usable, refused = usable_lengths(workdir, run.model, lengths or run.config.eval.lengths)
+  scored = {}
+  with progress_bar(len(usable), desc, progress) as bar:
+    for n in usable:
+      bar.set_postfix(length=n)
+      scored.update(score([n]))
+      bar.update(1)
   result = {"step": int(run.step) if run.step is not None else None,
-            "lengths": {str(n): v for n, v in score(usable).items()}, "refused": refused}
+            "lengths": {str(n): v for n, v in scored.items()}, "refused": refused}
   atomic_write_json(out, result)
   return result
 
 
-def score_lengths(workdir: str, run: wd.LoadedRun, lengths=None, out: str | None = None) -> dict:
+def score_lengths(workdir: str, run: wd.LoadedRun, lengths=None, out: str | None = None,
+                  progress: bool = True) -> dict:
   """MLM accuracy and loss of a loaded run at each length; saved to out (eval.json)."""
   e = run.config.eval
   return _by_length(workdir, run, lengths, out or os.path.join(workdir, "eval.json"),
                     lambda usable: evaluate_lengths(
                         run.model, run.params, run.data.valid_stream, usable,
                         vocab_size=run.tokenizer.vocab_size, mask_rate=run.config.data.mask_rate,
-                        max_tokens=e.max_tokens, batch_tokens=e.batch_tokens, seed=e.seed))
+                        max_tokens=e.max_tokens, batch_tokens=e.batch_tokens, seed=e.seed),
+                    progress)
 
 
 def apply_overrides(config, overrides):
@@ -242,34 +277,42 @@ def _workdir_config(workdir: str, overrides=()):
   return apply_overrides(wd.load_config(workdir), overrides)
 
 
-def scores(workdir: str, lengths=None, overrides=()) -> dict:
+def scores(workdir: str, lengths=None, overrides=(), progress: bool = True) -> dict:
   """MLM accuracy by length of a workdir's latest checkpoint: the saved one if up to date."""
   config = _workdir_config(workdir, overrides)
   path = _result_path(workdir, "eval", overrides)
   wanted = [int(n) for n in (lengths or config.eval.lengths)]
-  saved = _saved(path, latest_step(workdir), wanted)
-  if saved is not None:
-    return saved
-  return score_lengths(workdir, load(workdir, config=config), wanted, out=path)
+  result = _saved(path, latest_step(workdir), wanted)
+  if result is None:
+    result = score_lengths(workdir, load(workdir, config=config), wanted, out=path,
+                           progress=progress)
+  if not overrides:  # the run's own model: its summary
+    write_summary(workdir)
+  return result
 
 
-def entropies(workdir: str, lengths=None, overrides=()) -> dict:
+def entropies(workdir: str, lengths=None, overrides=(), progress: bool = True) -> dict:
   """Mean attention entropy by length of a workdir's latest checkpoint (entropy.json)."""
   run = load(workdir, config=_workdir_config(workdir, overrides))
   e = run.config.eval
-  return _by_length(workdir, run, lengths, _result_path(workdir, "entropy", overrides),
-                    lambda usable: entropy_by_length(
-                        run.model, run.params, run.data.valid_stream, usable,
-                        max_tokens=e.max_tokens, batch_tokens=e.batch_tokens))
+  result = _by_length(workdir, run, lengths, _result_path(workdir, "entropy", overrides),
+                      lambda usable: entropy_by_length(
+                          run.model, run.params, run.data.valid_stream, usable,
+                          max_tokens=e.max_tokens, batch_tokens=e.batch_tokens),
+                      progress, desc="entropy")
+  if not overrides:
+    write_summary(workdir)
+  return result
 
 
 def evaluate(workdir: str, *, lengths=None, metric: str = "accuracy", entropy: bool = False,
-             model_override=()) -> dict:
+             model_override=(), baseline=None, progress: bool = True, plot=None,
+             title=None) -> dict:
   """evaluate.py --workdir: accuracy by length (or attention entropy, entropy=True)."""
-  del metric  # an option of the table; one run's result holds both accuracy and loss
+  del metric, baseline, plot, title  # options of the table
   if entropy:
-    return entropies(workdir, lengths, model_override)
-  return scores(workdir, lengths, model_override)
+    return entropies(workdir, lengths, model_override, progress)
+  return scores(workdir, lengths, model_override, progress)
 
 
 def describe(workdir: str, evaluation: dict) -> str:
@@ -288,32 +331,246 @@ def finished(workdir: str, config=None) -> bool:
                 config.eval.lengths) is not None
 
 
-def run_label(workdir: str) -> str:
-  """'name (position, scale)' from the run's config."""
+# ---------------------------------------------------------------------------------------------
+# The run's summary (DIR/summary.json)
+
+SUMMARY = "summary.json"
+
+
+def code_version() -> dict | None:
+  """{"hash": HEAD, "dirty": whether tracked files differ from it} of the checkout this code
+  runs from; None outside a git checkout (or without git)."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   try:
-    m = wd.load_config(workdir).model
-    return f"{os.path.basename(os.path.normpath(workdir))} ({m.position}, {m.scale})"
-  except (UserError, KeyError, AttributeError):
-    return workdir
+    head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
+                          text=True, timeout=30)
+    status = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                            capture_output=True, text=True, timeout=30)
+  except (OSError, subprocess.SubprocessError):
+    return None
+  if head.returncode or status.returncode:
+    return None
+  return {"hash": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
+def _current(path: str, step) -> dict | None:
+  """A saved result (eval.json, entropy.json) if it is for this step."""
+  if not os.path.exists(path):
+    return None
+  res = read_json(path)
+  return res if res.get("step") == step else None
+
+
+def write_summary(workdir: str, training: dict | None = None) -> dict | None:
+  """Writes DIR/summary.json for a finished run (latest checkpoint at train.steps) from its
+  config and its saved results for that checkpoint (eval.json, and entropy.json if measured).
+
+  training: the session that finished the run (seconds, from_step, to_step, its commit);
+  kept from the previous summary when not given. The file is only rewritten when something in
+  it changes, and 'commit' is the code that wrote that content. Returns the summary, or None
+  for an unfinished run.
+  """
+  if not wd.reached(workdir):
+    return None
+  step = latest_step(workdir)
+  path = os.path.join(workdir, SUMMARY)
+  old = read_json(path) if os.path.exists(path) else {}
+  config = wd.config_to_dict(wd.load_config(workdir))
+  evaluation = _current(os.path.join(workdir, "eval.json"), step) or {}
+  summary = {"name": os.path.basename(os.path.normpath(workdir)), "task": "mlm",
+             "seed": config["seed"], "step": step, "config": config,
+             "lengths": evaluation.get("lengths", {}), "refused": evaluation.get("refused", []),
+             "training": training or (old.get("training") if old.get("step") == step else None)}
+  entropy = _current(os.path.join(workdir, "entropy.json"), step)
+  if entropy:
+    summary["entropy"] = entropy["lengths"]
+  summary = wd.as_stored(summary)
+  if {k: v for k, v in old.items() if k != "commit"} == summary:
+    return old
+  summary["commit"] = code_version()
+  atomic_write_json(path, summary)
+  return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables of several runs (from workdirs or summaries)
+
+# keys that do not change what a run computes (cadence), or are the table's columns; the seed
+# is what a row's runs differ in
+NOT_COMPARED = ("seed", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
+                "eval.lengths", "eval.at_end")
+
+
+@dataclasses.dataclass
+class TableRun:
+  """One run of a table: from a workdir or from its summary.json."""
+  path: str
+  name: str
+  config: dict
+  results: dict  # {length: {metric: value}}
+
+  @property
+  def seed(self):
+    return self.config["seed"]
+
+  @property
+  def compared(self) -> dict:
+    return {k: v for k, v in wd.flatten(self.config).items() if not k.startswith(NOT_COMPARED)}
+
+  @property
+  def label(self) -> str:
+    """'name (position, scale)': the row of a run in a table without seed groups."""
+    m = self.config.get("model", {})
+    return f"{self.name} ({m.get('position')}, {m.get('scale')})"
+
+
+def is_summary(path: str) -> bool:
+  return path.endswith(".json") and os.path.isfile(path)
+
+
+def _summary_run(path: str, lengths, entropy: bool, model_override) -> TableRun:
+  if model_override:
+    raise UserError(f"--model_override needs the checkpoints: {path} is a summary (it holds "
+                    "the run's own evaluation only); pass the workdir instead")
+  summary = read_json(path)
+  kind = "entropy" if entropy else "lengths"
+  results = summary.get(kind) or {}
+  if not results:
+    what = "attention entropy" if entropy else "evaluation"
+    raise UserError(f"summary {path} holds no {what}; run evaluate.py --workdir on its workdir"
+                    f"{' --entropy' if entropy else ''} and copy the new summary.json")
+  if lengths:
+    have = {int(n) for n in results} | {int(n) for n in summary.get("refused", [])}
+    missing = sorted({int(n) for n in lengths} - have)
+    if missing:
+      raise UserError(f"summary {path} has no result at lengths {missing} (it has "
+                      f"{sorted(int(n) for n in results)}); evaluate the workdir at them")
+    results = {n: v for n, v in results.items() if int(n) in {int(m) for m in lengths}}
+  return TableRun(path, summary["name"], summary["config"], results)
+
+
+def _table_run(entry: str, lengths, entropy: bool, model_override, progress: bool) -> TableRun:
+  """A workdir's results (computed if not saved) or a summary.json's."""
+  if is_summary(entry):
+    return _summary_run(entry, lengths, entropy, model_override)
+  measure = entropies if entropy else scores
+  results = measure(entry, lengths, model_override, progress)["lengths"]
+  return TableRun(entry, os.path.basename(os.path.normpath(entry)),
+                  wd.config_to_dict(_workdir_config(entry)), results)
+
+
+def seed_groups(runs) -> list[list[TableRun]]:
+  """Runs that differ only in the seed (and cadence: NOT_COMPARED), in order of appearance."""
+  groups = []
+  for run in runs:
+    for group in groups:
+      if not wd.differences(group[0].compared, run.compared):
+        group.append(run)
+        break
+    else:
+      groups.append([run])
+  return groups
+
+
+def group_labels(groups) -> list[str]:
+  """'key=value,...' of the config values in which the groups differ (model fields without
+  'model.', other keys dotted), as variant strings write them; one group: position, scale."""
+  keys = sorted({k for g in groups[1:] for k, _, _ in wd.differences(groups[0][0].compared,
+                                                                      g[0].compared)})
+  if not keys:
+    keys = ["model.position", "model.scale"]
+  defaults = {f"model.{k}": v for k, v in wd.as_stored(field_defaults()).items()}
+  return [",".join(f"{k.removeprefix('model.')}="
+                   f"{variant_text(g[0].compared.get(k, defaults.get(k)))}" for k in keys)
+          for g in groups]
+
+
+def _check_seeds(groups) -> None:
+  for group in groups:
+    seen = {}
+    for run in group:
+      if run.seed in seen:
+        raise UserError(f"{seen[run.seed].path} and {run.path} are the same run twice (the same "
+                        f"config and seed {run.seed}); tabulate one of them")
+      seen[run.seed] = run
+
+
+def _baseline_label(baseline: str, groups, labels) -> str:
+  """--baseline: a row label, or one of the table's runs (its path, or its name)."""
+  if baseline in labels:
+    return baseline
+  target = os.path.normpath(baseline)
+  for how in (lambda r: os.path.normpath(r.path) == target,
+              lambda r: r.name == os.path.basename(target)):
+    found = {label for group, label in zip(groups, labels) if any(how(r) for r in group)}
+    if len(found) == 1:
+      return found.pop()
+  raise UserError(f"--baseline {baseline!r} is neither a row of the table ({'; '.join(labels)}) "
+                  "nor one of its runs")
+
+
+METRICS = {  # metric -> (title, factor, digits)
+    "accuracy": ("MLM accuracy (%)", 100.0, 2),
+    "loss": ("MLM loss", 1.0, 2),
+    "entropy": ("Mean attention entropy (nats)", 1.0, 3),
+}
 
 
 def table(workdirs, *, lengths=None, metric: str = "accuracy", entropy: bool = False,
-          model_override=()) -> str:
-  """One row per run: MLM accuracy (or loss) by length, or the mean attention entropy."""
+          model_override=(), baseline=None, plot=None, title=None, progress: bool = True) -> str:
+  """MLM accuracy (or loss, or the mean attention entropy) by length, of workdirs or of their
+  summary.json files.
+
+  Runs that differ only in the seed are one row, 'mean ± std (n=k)' per length, labelled by
+  the config values in which the rows differ; where no row has two seeds (and there is no
+  baseline), one row per run. baseline (a row label, or one of the runs): one more row per
+  other row, its difference from the baseline paired by seed, with a 95% Student-t interval.
+  plot: also save the metric against length there (error bars: the std over seeds).
+  """
+  metric = "entropy" if entropy else metric
+  name, factor, digits = METRICS[metric]
   suffix = f" [{', '.join(model_override)}]" if model_override else ""
+  runs = [_table_run(d, lengths, entropy, model_override, progress) for d in workdirs]
+  groups = seed_groups(runs)
+  log_n = None
   if entropy:
-    rows = [(run_label(d) + suffix, entropies(d, lengths, model_override)["lengths"])
-            for d in workdirs]
-    every = sorted({int(n) for _, r in rows for n in r})
-    rows.append(("log n (uniform attention)", {n: {"entropy": math.log(n)} for n in every}))
-    return ("Mean attention entropy (nats) by evaluation length:\n" +
-            length_table(rows, metric="entropy", percent=False, digits=3))
-  rows = [(run_label(d) + suffix, scores(d, lengths, model_override)["lengths"])
-          for d in workdirs]
-  title = "MLM accuracy (%)" if metric == "accuracy" else "MLM loss"
-  return f"{title} by evaluation length:\n" + length_table(rows, metric=metric,
-                                                            percent=metric == "accuracy")
+    every = sorted({int(n) for r in runs for n in r.results})
+    log_n = ("log n (uniform attention)", {n: math.log(n) for n in every})
+  if baseline is None and all(len({r.seed for r in g}) == 1 for g in groups):
+    # no seed groups: one row per run, as a single run's table
+    rows = [(r.label + suffix, r.results) for r in runs]
+    if plot:
+      length_plot([(label, {n: [v[metric] * factor] for n, v in res.items()})
+                   for label, res in rows], plot, title or f"{name} by evaluation length",
+                  name, log_n)
+    plain = [(log_n[0], {n: {metric: v} for n, v in log_n[1].items()})] if log_n else []
+    return f"{name} by evaluation length:\n" + length_table(
+        rows + plain, metric=metric, percent=factor != 1.0, digits=digits)
+  _check_seeds(groups)
+  labels = [label + suffix for label in group_labels(groups)]
+  cells = [(label, seed_cells(g, metric, factor)) for label, g in zip(labels, groups)]
+  base = _baseline_label(baseline, groups, labels) if baseline is not None else None
+  text, notes = seed_length_table(cells, digits=digits, baseline=base,
+                                  plain_rows=[log_n] if log_n else ())
+  if plot:
+    length_plot([(label, {n: list(v.values()) for n, v in c.items()}) for label, c in cells],
+                plot, title or f"{name} by evaluation length", f"{name}, mean ± std over seeds",
+                log_n)
+  head = f"{name} by evaluation length, mean ± std over seeds:\n"
+  if base is not None:
+    notes.insert(0, f"rows '... - {base}': the difference from {base} paired by seed, mean "
+                 "[95% interval, Student t with n - 1 degrees of freedom] (n pairs)")
+  return head + text + ("\n\n" + "\n".join(notes) if notes else "")
 
 
-TASK = ModuleTask.of(__name__, name="mlm",
-                     eval_options=("lengths", "metric", "entropy", "model_override"))
+def seed_cells(group, metric: str, factor: float) -> dict:
+  """{length: {seed: value}} of a group's runs."""
+  out = {}
+  for run in group:
+    for n, v in run.results.items():
+      out.setdefault(int(n), {})[run.seed] = v[metric] * factor
+  return out
+
+
+TASK = ModuleTask.of(__name__, name="mlm", eval_options=(
+    "lengths", "metric", "entropy", "model_override", "baseline", "progress"))
