@@ -129,11 +129,18 @@ def no_checks(cfg) -> None:
 class Variant:
   """What every variant declares: its name, a one-line doc, the fields it owns (a field used
   by several variants is one Field object listed by each), and its cross-field checks, run
-  when the variant is chosen (raise ConfigError)."""
+  when the variant is chosen (raise ConfigError).
+
+  build_check(cfg): checks of fields that a task fills in when it builds the model config
+  (rope_original_length: 0 in a config file, the training length once resolved), run by the
+  attention layer when it is built rather than by ModelConfig.validate, so that a config
+  file's model section is valid before the task resolves them.
+  """
   name: str
   doc: str
   fields: tuple = ()
   check: Callable[[Config], None] = no_checks
+  build_check: Callable[[Config], None] = no_checks
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

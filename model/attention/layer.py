@@ -35,6 +35,8 @@ class MultiHeadAttention(nn.Module):
     q, k, v = dense("query", **q_init)(x), dense("key")(x), dense("value")(x)
 
     position = get_position(cfg.position)
+    for variant in (position, scale):  # fields the task fills in are resolved by now
+      variant.build_check(cfg)
     terms = NO_TERMS
     if shared is not None:
       terms = RelativeTerms(**shared)
