@@ -185,9 +185,12 @@ class ScaleVariant(Variant):
   """An attention logit scale (`model.scale`).
 
   factor(n_keys [b, 1, q, 1] int, head_dim, cfg) -> lambda (float32, same shape);
+  by_position: factor's first argument is instead the query's 1-based position [1|b, 1, q, 1]
+  (a scale of where the query is; in a bidirectional model that is not its key count);
   query_init_std(width, head_dim): the std of W_q's initialisation when the scale needs one.
   """
   factor: Callable[[Array, int, Config], Array]
+  by_position: bool = False
   query_init_std: Optional[Callable[[int, int], float]] = None
 
 

@@ -13,6 +13,15 @@ from model.positions import NO_TERMS, RelativeTerms, checked_terms, get_position
 from model.scales import get_scale
 
 
+def scale_argument(scale, mask, positions):
+  """What the scale is a function of: the number of keys each query may attend to
+  [b, 1, q, 1], or (ScaleVariant.by_position) the queries' 1-based positions [1|b, 1, q, 1]."""
+  if not scale.by_position:
+    return num_valid_keys(mask)
+  index = jnp.asarray(positions) + 1
+  return index.reshape(index.size // index.shape[-1], 1, index.shape[-1], 1)
+
+
 class MultiHeadAttention(nn.Module):
   """x [b, n, width] -> [b, n, width].
 
@@ -43,7 +52,7 @@ class MultiHeadAttention(nn.Module):
     elif position.relative:  # its parameters sit under one readable name, whichever encoding
       module = position.relative(cfg).clone(parent=self, name="relative_position")
       terms = checked_terms(position, module(positions, positions, cfg.causal), cfg)
-    lam = scale.factor(num_valid_keys(mask), d, cfg)
+    lam = scale.factor(scale_argument(scale, mask, positions), d, cfg)
 
     def dropout(p):
       if cfg.attention_dropout == 0.0 or deterministic:
