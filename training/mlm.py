@@ -72,7 +72,10 @@ def prepare_data(config, workdir: str | None = None) -> MlmData:
 
 
 def model_config(config, vocab_size: int) -> ModelConfig:
-  return ModelConfig.from_dict(dict(config.model.to_dict(), vocab_size=vocab_size))
+  # rope_original_length 0 is the run's training length (dynamic_ntk, yarn, logn_qwen)
+  return ModelConfig.from_dict(dict(config.model.to_dict(), vocab_size=vocab_size,
+                                    rope_original_length=config.model.get(
+                                        "rope_original_length", 0) or config.data.train_length))
 
 
 def init_params(model: MlmModel, key, length: int):
