@@ -20,7 +20,7 @@ Commands (from the repository root):
 Variants (combine with commas): scale=standard|logn|logn_causal|none,
 position=NAME (none, learned, sinusoidal, rope, shaw, xl, t5, deberta, alibi, kerple: every
 encoding in model/positions/, docs/variants.md), rope_layout=interleaved|half,
-rope_scaling=none|pi|ntk|rerope, rope_factor=F, rerope_window=N, relative_clip=K,
+rope_scaling=none|pi|ntk|dynamic_ntk|yarn|rerope, rope_factor=F, rerope_window=N, relative_clip=K,
 attention=..., norm=post|pre|rmsnorm, activation=...,
 corpus=synthetic|FILE|GLOB, format=text|jsonl, tokenizer=char|wordpiece, steps=N, seed=N,
 batch=N, length=N, lengths=64+128+256, smoke (a run of seconds, for tests).
