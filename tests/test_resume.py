@@ -11,6 +11,8 @@ import json
 import math
 import os
 
+import ml_collections
+import numpy as np
 import pytest
 from entry_points import checkpoint_steps, run
 
@@ -121,6 +123,24 @@ def test_steps_below_the_latest_checkpoint_are_refused(tmp_path):
   assert wd.prepare(w, _mlm(steps=9)) == [("train.steps", 12, 9)]  # down to the checkpoint
 
 
+def test_a_run_from_before_split_seed_resumes_only_where_it_split_the_same(tmp_path):
+  """Before data.split_seed the held-out split used the run's seed: a seed-0 run lacking
+  the key resumes under split_seed=0; a seed-1 run split with 1, which is a change."""
+  for seed, refused in ((0, False), (1, True)):
+    config = _mlm()
+    config.seed = seed
+    w = _saved_run(tmp_path / str(seed), config)
+    saved = wd.config_to_dict(config)
+    del saved["data"]["split_seed"]
+    with open(os.path.join(w, "config.json"), "w") as f:
+      json.dump(saved, f)
+    if refused:
+      with pytest.raises(WorkdirError, match="data.split_seed null -> 0"):
+        wd.prepare(w, config)
+    else:
+      assert wd.prepare(w, config) == []
+
+
 def test_a_field_added_later_is_no_difference_at_its_default(tmp_path):
   w = _saved_run(tmp_path, _mlm())
   saved = wd.config_to_dict(_mlm())
@@ -152,3 +172,17 @@ def test_contrastive_eval_settings_may_change_and_unfinish_the_run(tmp_path):
   whitened = contrastive_batch.get_config("smoke,whitening=true")
   assert not contrastive.TASK.finished(w, whitened)  # its end-of-run score is not there
   assert wd.prepare(w, whitened) == [("eval.whitening", False, True)]
+
+
+def test_the_held_out_split_is_the_same_for_every_training_seed():
+  a, b = _mlm(), _mlm()
+  b.seed = 1
+  assert np.array_equal(mlm.prepare_data(a).valid_stream, mlm.prepare_data(b).valid_stream)
+  b.data.split_seed = 1
+  assert not np.array_equal(mlm.prepare_data(a).valid_stream, mlm.prepare_data(b).valid_stream)
+  # a run from before data.split_seed: split with its own seed, as it was
+  legacy = wd.config_to_dict(_mlm())
+  legacy["seed"] = 1
+  del legacy["data"]["split_seed"]
+  assert np.array_equal(mlm.prepare_data(ml_collections.ConfigDict(legacy)).valid_stream,
+                        mlm.prepare_data(b).valid_stream)

@@ -58,7 +58,9 @@ def prepare_data(config, workdir: str | None = None) -> MlmData:
   """Reads and splits the corpus; the tokenizer is trained once and then loaded from workdir."""
   d = config.data
   docs = load_documents(d)
-  train_docs, valid_docs = split_documents(docs, d.valid_fraction, config.seed)
+  # runs made before data.split_seed existed split with their own seed (workdir.LEGACY)
+  split_seed = d.get("split_seed", config.seed)
+  train_docs, valid_docs = split_documents(docs, d.valid_fraction, split_seed)
   saved = workdir and any(os.path.exists(os.path.join(workdir, f))
                           for f in ("vocab.txt", "tokenizer.json"))
   if saved:

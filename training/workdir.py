@@ -71,11 +71,19 @@ def _resumable(key: str) -> bool:
   return any(key == k or (k.endswith(".*") and key.startswith(k[:-1])) for k in RESUMABLE)
 
 
+# Keys added after runs were made whose old behaviour was not a constant: what the key's
+# value was, in effect, for a run whose config lacks it (read from that config).
+LEGACY = {
+    "data.split_seed": lambda flat: flat.get("seed"),  # the split used the run's seed
+}
+
+
 def differences(old: dict, new: dict) -> list:
   """[(dotted key, old value, new value)] where two config dicts (nested or flat) differ.
 
   A key that one side lacks is no difference when the other side has the field's declared
-  default: the field was added after that run started, and the run used the default.
+  default (the field was added after that run started, and the run used the default), or
+  the value LEGACY says the run used in effect.
   """
   defaults = {f"model.{k}": v for k, v in as_stored(field_defaults()).items()}
   a, b = flatten(old), flatten(new)
@@ -85,6 +93,9 @@ def differences(old: dict, new: dict) -> list:
       continue
     present = b if key not in a else a if key not in b else None
     if present is not None and key in defaults and defaults[key] == present[key]:
+      continue
+    lacking = a if key not in a else b if key not in b else None
+    if lacking is not None and key in LEGACY and LEGACY[key](lacking) == present[key]:
       continue
     out.append((key, a.get(key), b.get(key)))
   return out
