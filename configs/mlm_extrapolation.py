@@ -17,7 +17,7 @@ Commands (from the repository root):
   python train.py --config configs/mlm_extrapolation.py:scale=logn,corpus=PATH/hongloumeng.txt \
       --workdir runs/hlm_logn
 
-Variants (combine with commas): scale=standard|logn|logn_causal|none,
+Variants (combine with commas): scale=standard|logn|logn_causal|logn_qwen|none,
 position=NAME (none, learned, sinusoidal, rope, shaw, xl, t5, deberta, alibi, kerple: every
 encoding in model/positions/, docs/variants.md), rope_layout=interleaved|half,
 rope_scaling=none|pi|ntk|dynamic_ntk|yarn|rerope, rope_factor=F, rerope_window=N, relative_clip=K,

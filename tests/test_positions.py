@@ -309,7 +309,7 @@ def test_encoding_in_a_layer(position):
 
 
 def test_config_refuses_bad_position_fields():
-  for bad, match in [(dict(rope_scaling="yarn"), "valid names"),
+  for bad, match in [(dict(rope_scaling="longrope"), "valid names"),
                      (dict(position="alibi", rope_scaling="pi"), "position=rope only"),
                      (dict(rope_scaling_factor=0.0), "positive"),
                      (dict(relative_clip=0), "relative_clip"),
