@@ -7,6 +7,8 @@ from entry_points import metric_rows as metrics
 from entry_points import run
 from pins import check
 
+from training import mlm
+
 CONFIG = "configs/mlm_extrapolation.py"
 
 
@@ -40,6 +42,19 @@ def test_train_stop_resume_evaluate(tmp_path):
     std = json.load(f)["lengths"]
   assert std.keys() == ea["lengths"].keys()
   assert all(std[n]["loss"] != ea["lengths"][n]["loss"] for n in std)
+  # the inference-time RoPE methods on the trained run (training length 32): dynamic NTK is
+  # plain RoPE up to it, logn_qwen the standard scale, and both change length 64; YaRN
+  # rescales every length (one evaluate.py call, the other two in process: same code path)
+  run("evaluate.py", f"--workdir={a}", "--model_override=rope_scaling=dynamic_ntk",
+      "--model_override=rope_scaling_factor=4")
+  with open(os.path.join(a, "eval_rope_scaling-dynamic_ntk_rope_scaling_factor-4.json")) as f:
+    dyn = json.load(f)["lengths"]
+  qwen = mlm.TASK.evaluate(a, model_override=["scale=logn_qwen"], progress=False)["lengths"]
+  yarn = mlm.TASK.evaluate(a, lengths=[64], progress=False,
+                           model_override=["rope_scaling=yarn", "rope_scaling_factor=4"])
+  assert dyn["32"] == ea["lengths"]["32"] and dyn["64"]["loss"] != ea["lengths"]["64"]["loss"]
+  assert qwen["32"] == std["32"] and qwen["64"]["loss"] != std["64"]["loss"]
+  assert yarn["lengths"]["64"]["loss"] != ea["lengths"]["64"]["loss"]
   p = run("evaluate.py", "--workdirs", a, b, "--table")
   rows = [line for line in p.stdout.splitlines() if line.startswith("| a ") or
           line.startswith("| b ")]

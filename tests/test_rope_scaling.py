@@ -7,9 +7,7 @@ ROPE_INIT_FUNCTIONS ("dynamic", "yarn": inv_freq and attention_factor; the hf ex
 to end through train.py and evaluate.py --model_override.
 """
 import dataclasses
-import json
 import math
-import os
 import re
 import types
 
@@ -17,7 +15,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from entry_points import run
 
 from configs import contrastive_batch, mlm_extrapolation
 from model.attention.layer import MultiHeadAttention
@@ -331,31 +328,3 @@ def test_yarn_matches_hf(hf_rope, d, base, s, l0):
   want, factor = hf_rope("yarn", **kw)
   np.testing.assert_allclose(yarn_inv_freq(d, base, s, l0), want, rtol=2e-6)
   assert yarn_attention_factor(s) == factor
-
-
-# ------------------------------------------------------------- through train.py / evaluate.py
-
-def test_evaluate_with_each_method(tmp_path):
-  # the standard scale, so that plain RoPE is the reference of logn_qwen too (it is the
-  # standard scale up to the training length, 32 here)
-  w = str(tmp_path / "run")
-  run("train.py", "--config=configs/mlm_extrapolation.py:smoke,scale=standard", f"--workdir={w}",
-      "--progress=false")
-  with open(os.path.join(w, "eval.json")) as f:
-    plain = json.load(f)["lengths"]
-  assert set(plain) == {"32", "64"}
-  methods = {  # overrides -> the lengths evaluated: the training length where it is identity
-      ("rope_scaling=dynamic_ntk", "rope_scaling_factor=4"): ("32", "64"),
-      ("scale=logn_qwen",): ("32", "64"),
-      ("rope_scaling=yarn", "rope_scaling_factor=4"): ("64",),  # rescales at every length
-  }
-  for overrides, lengths in methods.items():
-    run("evaluate.py", f"--workdir={w}", f"--lengths={','.join(lengths)}",
-        *(f"--model_override={o}" for o in overrides))
-    tag = "_".join(o.replace("=", "-") for o in overrides)
-    with open(os.path.join(w, f"eval_{tag}.json")) as f:
-      got = json.load(f)["lengths"]
-    assert set(got) == set(lengths), overrides
-    assert got["64"]["loss"] != plain["64"]["loss"], overrides  # beyond the training length
-    if "32" in lengths:
-      assert got["32"] == plain["32"], overrides  # at it: plain RoPE, the same numbers
