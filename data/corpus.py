@@ -1,6 +1,7 @@
 """Reading corpora into lists of documents, and splitting them into train/valid by document.
 
-A corpus is `synthetic` (the embedded generator) or a file path / glob of UTF-8 plain text
+A corpus is `synthetic` (the embedded generator), the name of a text shipped with the project
+(`EMBEDDED_TEXTS`, in data/texts/), or a file path / glob of UTF-8 plain text
 (`format=text`; documents one per line or separated by blank lines) or JSON lines
 (`format=jsonl`; one document per line in `text_field`). Files ending in .gz, .bz2 or .xz are
 decompressed as they are read.
@@ -22,6 +23,9 @@ from data import synthetic
 from utils.errors import UserError
 
 DOC_SEPARATORS = ("line", "blank_line")
+# name -> file in data/texts/ (data/texts/README.md says what each is and where it is from)
+EMBEDDED_TEXTS = {"hongloumeng": "hongloumeng.txt.xz"}
+TEXTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "texts")
 FORMATS = ("text", "jsonl")
 
 
@@ -30,6 +34,8 @@ class DataError(UserError):
 
 
 def resolve_paths(spec: str) -> list[str]:
+  if spec in EMBEDDED_TEXTS:
+    return [os.path.join(TEXTS_DIR, EMBEDDED_TEXTS[spec])]
   if any(c in spec for c in "*?["):
     paths = sorted(p for p in globlib.glob(os.path.expanduser(spec), recursive=True)
                    if os.path.isfile(p))
@@ -40,7 +46,7 @@ def resolve_paths(spec: str) -> list[str]:
   path = os.path.expanduser(spec)
   if not os.path.exists(path):
     raise DataError(f"corpus file {spec!r} does not exist (working directory {os.getcwd()}); "
-                    "pass an existing file or glob, or corpus=synthetic")
+                    f"pass an existing file or glob, corpus=synthetic, or one of {sorted(EMBEDDED_TEXTS)}")
   if os.path.isdir(path):
     raise DataError(f"corpus {spec!r} is a directory; pass a file or a glob such as "
                     f"'{os.path.join(spec, '*.txt')}'")

@@ -167,3 +167,21 @@ def test_masking_statistics():
   short = tokens.at[:, 10:].set(0)
   _, _, _, w3 = mlm_mask(jax.random.PRNGKey(3), short, vocab_size=vocab)
   np.testing.assert_array_equal(np.asarray(w3).sum(1), 10)
+
+
+def test_the_shipped_text_is_intact_and_read_by_name():
+  """corpus=hongloumeng: the xz file in data/texts/ decompresses to the novel's text (its
+  SHA-256 recorded when it was added), split into its paragraphs."""
+  import hashlib
+  import os
+
+  from data import corpus
+  path = corpus.resolve_paths("hongloumeng")[0]
+  assert os.path.dirname(path) == corpus.TEXTS_DIR
+  raw = corpus.read_bytes(path)
+  assert hashlib.sha256(raw).hexdigest() == SHIPPED_SHA256
+  docs = load_documents(_data_cfg(corpus="hongloumeng"))
+  assert len(docs) == 2998 and docs[0].startswith("第一回")
+
+
+SHIPPED_SHA256 = "0f7876dad2ea61a49b789e4a9112c4a14b1b133b308e61038bde24a4a2ce396d"
