@@ -58,6 +58,9 @@ _JOBS = flags.DEFINE_integer("jobs", 1, "Train this many runs at once (train.py 
 _INDEX = flags.DEFINE_integer("index", None, "Train only the run at this 0-based position of "
                               "the plan (after --only), in this process: a job array's task.",
                               lower_bound=0)
+_BASELINE = flags.DEFINE_string("baseline", None, "Add to the final table each row's paired "
+                                "difference from this row (a label such as scale=standard, "
+                                "or a run); as evaluate.py --baseline.")
 _SLURM = flags.DEFINE_string("slurm", None, "Write an sbatch array script for the plan to this "
                              "file (one array task per run) instead of running it.")
 _SLURM_TIME = flags.DEFINE_string("slurm_time", "04:00:00", "--slurm: time limit of each task.")
@@ -103,6 +106,7 @@ def main(argv) -> int:
   if _SLURM.value:
     write_slurm(points)
     return 0
+  sweep.table_options(points, _BASELINE.value)  # a bad table option fails before training
   sweep.use_compilation_cache(_ROOT.value)
   if _INDEX.value is not None:
     return sweep.train_one(points[0], progress=_PROGRESS.value)
@@ -110,7 +114,7 @@ def main(argv) -> int:
                          progress=_PROGRESS.value, jobs=_JOBS.value)
   if status is not None:
     return status
-  print(sweep.table(points))
+  print(sweep.table(points, baseline=_BASELINE.value))
   return 0
 
 

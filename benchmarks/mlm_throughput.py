@@ -1,7 +1,11 @@
-"""Training throughput of the default MLM model vs the f32 matmul peak, in one process.
+"""Training throughput of the throughput target's MLM vs the f32 matmul peak, in one process.
 
-  python benchmarks/mlm_throughput.py [--config configs/mlm_extrapolation.py] [--lengths 64,128]
-      [--batch 32] [--out docs/results/mlm_throughput.md]
+  python benchmarks/mlm_throughput.py [--lengths 64,128] [--batch 32]
+      [--config configs/mlm_extrapolation.py:width=256,layers=4,heads=4,mlp=1024]
+      [--out docs/results/mlm_throughput.md]
+
+The model is the one the >= 50% target was set for (width 256, 4 layers, 4 heads, MLP 1024:
+the MLM config's default until the length study moved to a smaller one).
 
 For each training length: tokens/s of the real jitted train step (masking, dropout, forward,
 backward, AdamW update) and its model FLOP/s as a ratio to the FLOP/s of a large f32 matmul
@@ -110,7 +114,10 @@ def measure(config, length: int, batch: int, vocab_size: int):
 
 def main() -> int:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-  p.add_argument("--config", default="configs/mlm_extrapolation.py")
+  # the model the throughput target was set for (the MLM config's default until the study
+  # moved to a smaller one), named here so the benchmark keeps measuring it
+  p.add_argument("--config", default="configs/mlm_extrapolation.py:width=256,layers=4,heads=4,"
+                 "mlp=1024")
   p.add_argument("--lengths", default="64,128")
   p.add_argument("--batch", type=int, default=32)
   p.add_argument("--vocab", type=int, default=133, help="vocabulary size (default: the "
@@ -129,7 +136,7 @@ def main() -> int:
   peak = max(peak, peak_after)
   m = config.model
   lines = [
-      f"Default MLM model: {m.num_layers} layers, width {m.width}, {m.num_heads} heads, MLP "
+      f"MLM model: {m.num_layers} layers, width {m.width}, {m.num_heads} heads, MLP "
       f"{m.mlp_dim}, vocabulary {args.vocab}, position={m.position}, scale={m.scale}; "
       f"batch {args.batch}; MLM head on the masked positions only.",
       f"f32 matmul peak (2048^3, best of the two measurements): {peak / 1e9:.1f} GFLOP/s",

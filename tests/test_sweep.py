@@ -54,11 +54,11 @@ def test_plan_filters_with_only_and_prints_train_commands(tmp_path):
   assert sweep.printed(points[0]) == (f"python train.py --config={CONTRASTIVE}:smoke,steps=3,"
                                       f"{points[0].entry} --workdir={points[0].workdir}")
   # a dotted config path works as a key; an unknown key or an empty selection is refused
-  assert len(sweep.plan(MLM, str(tmp_path), "", ["model.scale=logn"])) == 3
+  assert len(sweep.plan(MLM, str(tmp_path), "", ["model.scale=logn"], "seeds")) == 3
   with pytest.raises(UserError, match="neither a variant key nor a config path"):
     sweep.plan(MLM, str(tmp_path), "", ["sclae=logn"])
   with pytest.raises(UserError, match="keeps none of the 6 entries"):
-    sweep.plan(MLM, str(tmp_path), "", ["scale=cosine"])
+    sweep.plan(MLM, str(tmp_path), "", ["scale=cosine"], "seeds")
 
 
 def test_grids_expand_in_their_documented_order():
@@ -72,8 +72,9 @@ def test_grids_expand_in_their_documented_order():
     Grid(axes={"scale": []})
   with pytest.raises(ConfigError, match="seeds="):
     Grid(axes={"seed": [0, 1]})
-  # the MLM config: the post's comparison, and the named grid
-  assert mlm_extrapolation.sweep().entries() == [
+  # the MLM config: the quickstart's comparison (seed 0), over three seeds, and the grid
+  assert mlm_extrapolation.sweep().entries() == ["scale=standard,seed=0", "scale=logn,seed=0"]
+  assert mlm_extrapolation.sweeps()["seeds"].entries() == [
       f"scale={scale},seed={seed}" for seed in (0, 1, 2) for scale in ("standard", "logn")]
   positions = ["rope", "sinusoidal", "learned", "t5", "alibi", "none", "xl", "shaw", "deberta",
                "kerple"]
@@ -93,7 +94,7 @@ def test_plan_of_a_named_sweep(tmp_path):
   assert sweep.printed(points[0]).endswith(
       f"{MLM}:smoke,position=rope,scale=standard,seed=1 --workdir="
       f"{os.path.join(str(tmp_path), 'position-rope_scale-standard_seed-1')}")
-  with pytest.raises(UserError, match="has no sweep 'gird'; its sweeps: default, grid"):
+  with pytest.raises(UserError, match="has no sweep .gird.; its sweeps: default, seeds, grid"):
     sweep.plan(MLM, str(tmp_path), "", [], "gird")
   assert sweep.pick(points, 19) is points[19]
   with pytest.raises(UserError, match=r"--index 20 is outside the plan's 20 runs \(0 ... 19\)"):
@@ -103,7 +104,7 @@ def test_plan_of_a_named_sweep(tmp_path):
 def test_slurm_script_trains_its_array_task_and_jobs_skip_it(tmp_path):
   root = str(tmp_path / "sweep")
   script = str(tmp_path / "sweep.sbatch")
-  plan = [f"--config={MLM}", f"--root={root}", "--variant=smoke"]
+  plan = [f"--config={MLM}", f"--root={root}", "--variant=smoke", "--sweep=seeds"]
   p = run("sweep.py", *plan, f"--slurm={script}", "--slurm_time=00:20:00",
           "--slurm_partition=debug", "--jobs=2")
   assert f"wrote {script}: 6 array tasks" in p.stdout
@@ -192,7 +193,7 @@ def _most_at_once(events):
 def test_jobs_run_side_by_side_and_a_failure_stops_new_launches(tmp_path, monkeypatch, capsys):
   script = tmp_path / "stand_in.py"
   script.write_text(STAND_IN)
-  points = sweep.plan(f"{MLM}:smoke", str(tmp_path / "runs"), "", [])  # 6 points
+  points = sweep.plan(f"{MLM}:smoke", str(tmp_path / "runs"), "", [], "seeds")  # 6 points
   names = [os.path.basename(p.workdir) for p in points]
   monkeypatch.setenv("EVENTS", str(tmp_path / "events"))
   assert sweep.run_all(points[:4], in_process=False, train_script=str(script), jobs=2) is None
@@ -274,3 +275,14 @@ def test_a_failed_run_stops_the_sweep_in_one_line(tmp_path):
   assert lines[0].startswith(f"error: {os.path.join(root, 'scale-standard_seed-0')} failed "
                             "(exit 2): ")
   assert "does not exist" in lines[0] and "scale-logn" not in p.stderr  # stopped at the first
+
+
+def test_the_final_tables_baseline_is_checked_before_training(tmp_path):
+  mlm_points = sweep.plan(MLM, str(tmp_path), "smoke", [])
+  assert sweep.table_options(mlm_points, None) == {}
+  assert sweep.table_options(mlm_points, "scale=standard") == {"baseline": "scale=standard"}
+  contrastive_points = sweep.plan(f"{CONTRASTIVE}:smoke", str(tmp_path), "", ["seed=0"])
+  with pytest.raises(UserError, match="the contrastive task's table has no baseline row"):
+    sweep.table_options(contrastive_points, "loss=infonce")
+  with pytest.raises(UserError, match="the sweep mixes tasks"):
+    sweep.table_options(mlm_points + contrastive_points)

@@ -144,8 +144,8 @@ def test_every_field_is_in_both_config_model_sections():
     assert set(config.model) == fields
   # the experiments' own values are kept (quickstart and the contrastive encoder)
   mlm, cb = mlm_extrapolation.get_config().model, contrastive_batch.get_config().model
-  assert (mlm.width, mlm.num_layers, mlm.mlp_dim, mlm.max_len, mlm.scale) == (256, 4, 1024,
-                                                                               1024, "logn")
+  assert (mlm.width, mlm.num_layers, mlm.num_heads, mlm.mlp_dim, mlm.max_len, mlm.scale) == (
+      128, 2, 2, 512, 4096, "logn")
   assert (cb.width, cb.num_layers, cb.num_heads, cb.mlp_dim, cb.scale) == (128, 2, 4, 512,
                                                                             "logn")
   # a field the contrastive config used to lack is overridable there now

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import inspect
 import os
 import re
 import shlex
@@ -352,9 +353,21 @@ def slurm_script(points, *, sweep_args: list[str], sweep_script: str, time_limit
   return "\n".join(lines) + "\n"
 
 
-def table(points) -> str:
-  """The task's table of the sweep's runs."""
+def table_options(points, baseline=None) -> dict:
+  """The final table's options, checked before anything is trained."""
   tasks = {get_task(p.config).name for p in points}
   if len(tasks) > 1:
     raise UserError(f"the sweep mixes tasks {sorted(tasks)}; tabulate each with evaluate.py")
-  return get_task(points[0].config).table([p.workdir for p in points])
+  if baseline is None:
+    return {}
+  task = get_task(points[0].config)
+  if "baseline" not in inspect.signature(task.table).parameters:
+    raise UserError(f"--baseline: the {task.name} task's table has no baseline row; leave it "
+                    "out")
+  return {"baseline": baseline}
+
+
+def table(points, baseline=None) -> str:
+  """The task's table of the sweep's runs (with baseline: the differences from that row)."""
+  options = table_options(points, baseline)
+  return get_task(points[0].config).table([p.workdir for p in points], **options)
