@@ -8,6 +8,14 @@ import sys
 import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# XLA's backend optimisations cost more compile time than they save on the tests' tiny
+# programs (the suite compiles hundreds of them); numerics are compared within a session, so
+# every test process (subprocesses inherit it) compiles the same way. The pins in
+# tests/golden/ were recorded under this flag. ATTENTION_LAB_TEST_XLA_OPT=1 keeps the default.
+if os.environ.get("ATTENTION_LAB_TEST_XLA_OPT") != "1":
+  _flag = "--xla_backend_optimization_level=0"
+  if _flag not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)

@@ -7,11 +7,15 @@ and jax version that recorded the file the comparison is exact; elsewhere floats
 by a relative 1e-5 plus an absolute 1e-6 (a different CPU may pick other vector kernels),
 and a failure says which comparison was made.
 
+The files were recorded in a test session, that is under the XLA flag tests/conftest.py sets
+(--xla_backend_optimization_level=0): a pin compares compiled programs built the same way.
+
 Which commit recorded each file: variants.json at 516ef53, before the restructuring into
 self-describing variants and tasks (the restructured code matched it exactly); the two smoke
 runs at the commit that stopped the weight-decay mask from decaying the per-head
 query/key/value biases, a deliberate numeric change (the quickstart's metrics.jsonl and
-eval.json had been checked bit-identical across the restructuring before it).
+eval.json had been checked bit-identical across the restructuring before it, under the
+default flags, as a user runs it).
 """
 from __future__ import annotations
 
