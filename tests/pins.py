@@ -11,9 +11,10 @@ The files were recorded in a test session, that is under the XLA flag tests/conf
 (--xla_backend_optimization_level=0): a pin compares compiled programs built the same way.
 
 Which commit recorded each file: variants.json at 516ef53, before the restructuring into
-self-describing variants and tasks (the restructured code matched it exactly); the two smoke
-runs at the commit that stopped the weight-decay mask from decaying the per-head
-query/key/value biases, a deliberate numeric change (the quickstart's metrics.jsonl and
+self-describing variants and tasks (the restructured code matched it exactly), and again at
+516ef53 when the flag above was set; the two smoke runs when the flag was set, after the
+weight-decay mask stopped decaying the per-head query/key/value biases, a deliberate numeric
+change (the quickstart's metrics.jsonl and
 eval.json had been checked bit-identical across the restructuring before it, under the
 default flags, as a user runs it).
 """
