@@ -25,7 +25,8 @@ position=NAME (none, learned, sinusoidal, rope, shaw, xl, t5, deberta, alibi, ke
 encoding in model/positions/, docs/variants.md), rope_layout=interleaved|half,
 rope_scaling=none|pi|ntk|dynamic_ntk|yarn|rerope, rope_factor=F, rerope_window=N, relative_clip=K,
 attention=..., norm=post|pre|rmsnorm, activation=..., width=N, layers=N, heads=N, mlp=N,
-corpus=hongloumeng|synthetic|FILE|GLOB, format=text|jsonl, tokenizer=char|wordpiece, steps=N, seed=N,
+corpus=hongloumeng|synthetic|FILE|GLOB, format=text|jsonl, tokenizer=char|wordpiece, vocab=N,
+valid=FRACTION, steps=N, seed=N,
 batch=N, lr=X, warmup=N, length=N, lengths=64+128+256, smoke (a run of seconds, for tests).
 Any value can also be overridden with --config.a.b=value; the model section holds every model
 field at its declared default (docs/variants.md), e.g. --config.model.t5_shared=false.
@@ -84,6 +85,8 @@ SHORTCUTS = {
     "corpus": "data.corpus",
     "format": "data.format",
     "tokenizer": "data.tokenizer",
+    "vocab": "data.vocab_size",
+    "valid": "data.valid_fraction",
     "length": "data.train_length",
     "steps": "train.steps",
     "batch": "train.batch_size",
