@@ -30,8 +30,8 @@ import numpy as np
 
 from model.positions.base import RelativeTerms
 from model.positions.rope_scaling import (ORIGINAL_LENGTH, YARN_RAMPS, dynamic_ntk_base,
-                                          require_original_length, yarn_attention_factor,
-                                          yarn_inv_freq)
+                                          ntk_base, require_original_length, rope_inv_freq,
+                                          yarn_attention_factor, yarn_inv_freq)
 from model.variants import Field, PositionVariant, at_least, one_of, positive, unbounded
 from utils.errors import ConfigError
 
@@ -53,7 +53,7 @@ def rope_cos_sin(positions, head_dim: int, base: float = 10000.0, inv_freq=None)
   if head_dim % 2:
     raise ConfigError(f"RoPE needs an even head dimension, got {head_dim}")
   if inv_freq is None:
-    inv_freq = float(base) ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    inv_freq = rope_inv_freq(head_dim, base)
   if isinstance(positions, np.ndarray):
     ang = positions.astype(np.float64)[..., None] * inv_freq
     return np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
@@ -81,12 +81,6 @@ def apply_rope(x, positions, *, base: float = 10000.0, layout: str = "interleave
   else:
     raise ConfigError(f"unknown rope_layout {layout!r}; valid names: {list(LAYOUTS)}")
   return out.astype(x.dtype)
-
-
-def ntk_base(base: float, factor: float, head_dim: int) -> float:
-  """NTK-aware base: base * factor^(d/(d-2)), so that the slowest pair's angle is divided by
-  `factor` (interpolated) while the fastest pairs keep their trained resolution."""
-  return base * factor ** (head_dim / (head_dim - 2))
 
 
 def scaled_rope(x, positions, *, base: float, layout: str, scaling: str = "none",

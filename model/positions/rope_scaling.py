@@ -60,17 +60,22 @@ def rope_inv_freq(head_dim: int, base: float) -> np.ndarray:
   return float(base) ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
 
 
+def ntk_base(base: float, factor: float, head_dim: int) -> float:
+  """NTK-aware base: base * factor^(d/(d-2)), so that the slowest pair's angle is divided by
+  `factor` (interpolated) while the fastest pairs keep their trained resolution."""
+  return base * factor ** (head_dim / (head_dim - 2))
+
+
 def dynamic_ntk_base(base: float, factor: float, head_dim: int, length: int,
                      original_length: int) -> float:
-  """base (s L / L0 - (s - 1))^(d/(d-2)) for L > L0, else base itself (plain RoPE).
+  """NTK's base for the factor s L / L0 - (s - 1) when L > L0, else base itself (plain RoPE).
 
-  At L = L0 the bracket is 1; it grows linearly with L, so the NTK factor is chosen for the
+  At L = L0 the factor is 1; it grows linearly with L, so the NTK factor is chosen for the
   length actually run rather than fixed in advance.
   """
   if length <= original_length:
     return base
-  stretch = factor * length / original_length - (factor - 1)
-  return base * stretch ** (head_dim / (head_dim - 2))
+  return ntk_base(base, factor * length / original_length - (factor - 1), head_dim)
 
 
 def _turning_pair(turns: float, head_dim: int, base: float, original_length: int) -> float:
