@@ -128,6 +128,15 @@ class _Methods:
     cfg.validate()
     return cfg
 
+  @classmethod
+  def for_run(cls, model_section: Mapping[str, Any], *, vocab_size: int, train_length: int):
+    """The model of a run: its config's model section with the tokenizer's vocabulary size,
+    and rope_original_length 0 resolved to the run's training length (dynamic_ntk, yarn,
+    logn_qwen are defined against it)."""
+    d = dict(model_section, vocab_size=vocab_size)
+    d["rope_original_length"] = d.get("rope_original_length", 0) or train_length
+    return cls.from_dict(d)
+
   def validate(self) -> None:
     for f in FIELDS:
       f.validate(self)

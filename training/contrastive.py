@@ -176,10 +176,9 @@ def prepare_model(config, workdir: str, pairs: sts.StsData):
         mlm_model, jax.random.PRNGKey(0), mlm_cfg.data.train_length), mlm_cfg.train)
   else:
     tok = build_tokenizer(config.data, pairs.sentences())
-    # rope_original_length 0 is the run's training length: every example is max_len long
-    model_cfg = ModelConfig.from_dict(dict(
-        config.model.to_dict(), vocab_size=tok.vocab_size,
-        rope_original_length=config.model.get("rope_original_length", 0) or config.data.max_len))
+    # the training length: every example is max_len long
+    model_cfg = ModelConfig.for_run(config.model.to_dict(), vocab_size=tok.vocab_size,
+                                    train_length=config.data.max_len)
   tok.save(workdir)
   atomic_write_json(saved, {"model": dataclasses.asdict(model_cfg), "tokenizer": tok.kind})
   return tok, model_cfg, pretrained

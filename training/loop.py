@@ -25,6 +25,13 @@ from training.workdir import describe_changes
 from utils.errors import UserError
 
 
+def progress_bar(total: int, desc: str, enabled: bool = True, initial: int = 0) -> tqdm:
+  """The bar of long work (training, evaluation by length) on stderr; off when not enabled
+  or when stderr is not a terminal, so that logs and pipes get no bar."""
+  return tqdm(total=total, initial=initial, desc=desc, file=sys.stderr, dynamic_ncols=True,
+              disable=not (enabled and sys.stderr.isatty()))
+
+
 class NonFiniteError(UserError):
   pass
 
@@ -109,8 +116,7 @@ def fit(config, workdir: str, *, init_params: Callable[[Any], Any], loss_fn: Cal
 
   step, interrupted = start, False
   stop_at = t.steps if stop_after is None else min(t.steps, start + stop_after)
-  bar = tqdm(total=t.steps, initial=start, disable=not progress, dynamic_ncols=True,
-             desc="train", file=sys.stderr)
+  bar = progress_bar(t.steps, "train", progress, initial=start)
   last_time, last_step = time.perf_counter(), start
 
   def meta_now():

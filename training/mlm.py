@@ -22,7 +22,6 @@ import time
 
 import jax
 import numpy as np
-from tqdm import tqdm
 
 from configs.common import variant_text
 from configs.variants import _typed
@@ -38,7 +37,7 @@ from model.encoder import MlmModel
 from objectives.mlm import mlm_loss
 from training import workdir as wd
 from training.checkpoint import latest_step, restore_params
-from training.loop import fit
+from training.loop import fit, progress_bar
 from training.optimizer import SCHEDULES
 from training.tasks import ModuleTask
 from utils.errors import ConfigError, UserError
@@ -74,10 +73,8 @@ def prepare_data(config, workdir: str | None = None) -> MlmData:
 
 
 def model_config(config, vocab_size: int) -> ModelConfig:
-  # rope_original_length 0 is the run's training length (dynamic_ntk, yarn, logn_qwen)
-  return ModelConfig.from_dict(dict(config.model.to_dict(), vocab_size=vocab_size,
-                                    rope_original_length=config.model.get(
-                                        "rope_original_length", 0) or config.data.train_length))
+  return ModelConfig.for_run(config.model.to_dict(), vocab_size=vocab_size,
+                             train_length=config.data.train_length)
 
 
 def init_params(model: MlmModel, key, length: int):
@@ -201,14 +198,6 @@ def usable_lengths(workdir: str, model, lengths):
   return usable, refused
 
 
-def progress_bar(total: int, desc: str, enabled: bool = True, file=None) -> tqdm:
-  """The training loop's bar (training/loop.py) for other long work; off when not enabled or
-  when its stream (stderr) is not a terminal, so that logs and pipes get no bar."""
-  file = file or sys.stderr
-  return tqdm(total=total, desc=desc, file=file, dynamic_ncols=True,
-              disable=not (enabled and file.isatty()))
-
-
 def _by_length(workdir: str, run: wd.LoadedRun, lengths, out: str, score, progress: bool = True,
                desc: str = "eval") -> dict:
   """score([n]) -> {n: result} for each usable length (the bar advances per length), saved
@@ -264,11 +253,14 @@ def _result_path(workdir: str, kind: str, overrides) -> str:
   return os.path.join(workdir, f"{kind}_{tag}.json" if tag else f"{kind}.json")
 
 
-def _saved(path: str, step, lengths) -> dict | None:
-  """The saved evaluation at path if it is for this step and covers these lengths."""
+def _saved(path: str, step, lengths=None) -> dict | None:
+  """The saved evaluation at path if it is for this step and covers these lengths (None:
+  whatever lengths it has)."""
   if not os.path.exists(path):
     return None
   res = read_json(path)
+  if lengths is None:
+    return res if res.get("step") == step else None
   have = {int(n) for n in res["lengths"]} | set(res.get("refused", []))
   if res.get("step") != step or not {int(n) for n in lengths} <= have:
     return None
@@ -358,14 +350,6 @@ def code_version() -> dict | None:
   return {"hash": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
 
 
-def _current(path: str, step) -> dict | None:
-  """A saved result (eval.json, entropy.json) if it is for this step."""
-  if not os.path.exists(path):
-    return None
-  res = read_json(path)
-  return res if res.get("step") == step else None
-
-
 def write_summary(workdir: str, training: dict | None = None) -> dict | None:
   """Writes DIR/summary.json for a finished run (latest checkpoint at train.steps) from its
   config and its saved results for that checkpoint (eval.json, and entropy.json if measured).
@@ -381,12 +365,12 @@ def write_summary(workdir: str, training: dict | None = None) -> dict | None:
   path = os.path.join(workdir, SUMMARY)
   old = read_json(path) if os.path.exists(path) else {}
   config = wd.config_to_dict(wd.load_config(workdir))
-  evaluation = _current(os.path.join(workdir, "eval.json"), step) or {}
+  evaluation = _saved(os.path.join(workdir, "eval.json"), step) or {}
   summary = {"name": os.path.basename(os.path.normpath(workdir)), "task": "mlm",
              "seed": config["seed"], "step": step, "config": config,
              "lengths": evaluation.get("lengths", {}), "refused": evaluation.get("refused", []),
              "training": training or (old.get("training") if old.get("step") == step else None)}
-  entropy = _current(os.path.join(workdir, "entropy.json"), step)
+  entropy = _saved(os.path.join(workdir, "entropy.json"), step)
   if entropy:
     summary["entropy"] = entropy["lengths"]
   summary = wd.as_stored(summary)
