@@ -3,10 +3,10 @@ committed evaluation files alone (docs/results/mlm_runs/<corpus>/<run>/eval*.jso
 
   python docs/results/mlm_inference_table.py docs/results/mlm_runs/zh
 
-Rows: each trained model (scale standard / logn) x each method evaluated on it with
-`evaluate.py --model_override` (the file name says which); cells: MLM accuracy (%) mean ± std
-over the seeds that have the file, then the paired difference from the same model without a
-method, mean [95% Student-t interval] over seeds.
+One table per trained model (scale standard / logn), a row per method evaluated on it with
+`evaluate.py --model_override` (the file name says which): MLM accuracy (%) mean ± std over
+seeds, then each method's difference from the same model without a method, paired by seed,
+mean [95% Student-t interval] (evaluation.tables.seed_length_table, as evaluate.py prints).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from evaluation.tables import mean_std, paired_difference  # noqa: E402
+from evaluation.tables import seed_length_table  # noqa: E402
 
 
 def method_name(file_name: str) -> str:
@@ -44,28 +44,16 @@ def collect(root: str) -> dict:
 
 
 def table(cells: dict) -> str:
-  lengths = sorted({n for row in cells.values() for n in row})
-  head = "| model | method | " + " | ".join(map(str, lengths)) + " |"
-  lines = [head, "|" + "---|" * (len(lengths) + 2)]
-  for (scale, method), row in sorted(cells.items(), key=lambda kv: (kv[0][0] != "standard",
-                                                                    kv[0][1] != "none",
-                                                                    kv[0][1])):
-    base = cells.get((scale, "none"), {})
-    texts = []
-    for n in lengths:
-      values = row.get(n, {})
-      if not values:
-        texts.append("-")
-        continue
-      m, s = mean_std(list(values.values()))
-      text = f"{m:.2f} ± {s:.2f}" if len(values) > 1 else f"{m:.2f}"
-      d = paired_difference(base.get(n, {}), values) if method != "none" else None
-      if d is not None and d["n"] > 1:
-        text += f" ({d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}])"
-      texts.append(text)
-    n_seeds = len({s for v in row.values() for s in v})
-    lines.append(f"| {scale} (n={n_seeds}) | {method} | " + " | ".join(texts) + " |")
-  return "\n".join(lines)
+  """One seed table per trained model (evaluation.tables.seed_length_table, as evaluate.py
+  --table prints), each method's difference from that model without a method."""
+  out = []
+  for scale in sorted({k[0] for k in cells}, key=lambda m: m != "standard"):
+    rows = sorted(((method, row) for (m, method), row in cells.items() if m == scale),
+                  key=lambda r: (r[0] != "none", r[0]))
+    text, notes = seed_length_table(rows, baseline="none")
+    out.append(f"Model trained with scale={scale}:\n\n" + text +
+               ("\n\n" + "\n".join(notes) if notes else ""))
+  return "\n\n".join(out)
 
 
 if __name__ == "__main__":
