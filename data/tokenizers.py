@@ -17,6 +17,25 @@ PAD, UNK, CLS, SEP, MASK = range(len(SPECIALS))
 NUM_SPECIAL = len(SPECIALS)
 
 
+def read_vocab(path: str) -> list[str]:
+  """The tokens of a vocab.txt, one per line, in file order (lines end at a newline only,
+  as BERT's loader reads them; str.splitlines would also split at U+2028 and the like)."""
+  with open(path, encoding="utf-8") as f:
+    lines = f.read().split("\n")
+  return lines[:-1] if lines and lines[-1] == "" else lines
+
+
+def vocab_order(words) -> list[str]:
+  """A vocabulary in this codebase's id order: SPECIALS at their ids (added if absent), then
+  the other tokens in their given order (a BERT vocab.txt has [PAD] at 0 but [UNK] ... [MASK]
+  at 100 ...)."""
+  twice = sorted(w for w, n in collections.Counter(words).items() if n > 1)
+  if twice:
+    raise ConfigError(f"the vocabulary lists {twice[:3]} more than once; each token must be "
+                      "on one line")
+  return list(SPECIALS) + [w for w in words if w not in SPECIALS]
+
+
 class CharTokenizer:
   """One token per Unicode character; vocabulary built from the training split."""
   kind = "char"
@@ -73,13 +92,35 @@ class WordPieceTokenizer:
   def train(cls, docs, vocab_size: int = 8000, vocab_file: str = "", lowercase: bool = True):
     from tokenizers import BertWordPieceTokenizer
     if vocab_file:
-      words = open(vocab_file, encoding="utf-8").read().splitlines()
-      vocab = list(SPECIALS) + [w for w in words if w not in SPECIALS]
-      return cls(BertWordPieceTokenizer({w: i for i, w in enumerate(vocab)}, lowercase=lowercase))
+      return cls.from_vocab(read_vocab(vocab_file), lowercase=lowercase)
     tok = BertWordPieceTokenizer(lowercase=lowercase)
     tok.train_from_iterator(docs, vocab_size=vocab_size, special_tokens=list(SPECIALS),
                             show_progress=False)
     return cls(tok)
+
+  @classmethod
+  def from_vocab(cls, words, lowercase: bool = True, strip_accents=None,
+                 chinese_chars: bool = True):
+    """The tokenizer of a BERT vocab.txt (its lines, in file order), splitting text as
+    BertTokenizer(Fast) does with do_lower_case=lowercase, strip_accents (None: as lowercase)
+    and tokenize_chinese_chars=chinese_chars; ids are vocab_order(words)'s."""
+    from tokenizers import BertWordPieceTokenizer
+    vocab = vocab_order(words)
+    return cls(BertWordPieceTokenizer({w: i for i, w in enumerate(vocab)}, lowercase=lowercase,
+                                      strip_accents=strip_accents,
+                                      handle_chinese_chars=chinese_chars))
+
+  @property
+  def vocab(self) -> list[str]:
+    """The tokens in id order."""
+    index = self.tok.get_vocab()
+    return sorted(index, key=index.get)
+
+  def settings(self) -> dict:
+    """How it splits text: {lowercase, strip_accents, chinese_chars} of its normaliser."""
+    normalizer = json.loads(self.tok._tokenizer.to_str())["normalizer"]
+    return {"lowercase": normalizer["lowercase"], "strip_accents": normalizer["strip_accents"],
+            "chinese_chars": normalizer["handle_chinese_chars"]}
 
   @property
   def vocab_size(self) -> int:

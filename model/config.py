@@ -13,7 +13,8 @@ from typing import Any, Mapping
 
 from model.activations import ACTIVATIONS
 from model.attention import ATTENTIONS
-from model.norms import NORMS
+from model.embeddings import EMBEDDING_SIZE, TYPE_VOCAB_SIZE
+from model.norms import NORM_EPSILON, NORMS
 from model.positions import POSITIONS
 from model.scales import SCALES
 from model.variants import (REQUIRED, Field, any_value, at_least, fraction, one_of, positive,
@@ -45,6 +46,9 @@ CORE_FIELDS = (
           at_least(0), eval_time=True, bad=(-1,)),
     Field("norm", "post", "post-LN (BERT), pre-LN, or pre-norm RMSNorm", one_of(NORMS, "norm"),
           bad=("bogus",)),
+    NORM_EPSILON,  # these three: model/norms.py, model/embeddings.py
+    TYPE_VOCAB_SIZE,
+    EMBEDDING_SIZE,
     Field("activation", "gelu", "MLP activation (model/activations.py)",
           one_of(ACTIVATIONS, "activation"), bad=("bogus",)),
     Field("remat", False, "recompute each block's activations in the backward pass", any_value),
@@ -117,6 +121,11 @@ class _Methods:
   @property
   def head_dim(self) -> int:
     return self.width // self.num_heads
+
+  @property
+  def embed_width(self) -> int:
+    """Width of the token embedding table and of the MLM head's output."""
+    return self.embedding_size or self.width
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]):

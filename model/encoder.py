@@ -10,7 +10,7 @@ from model.attention.layer import MultiHeadAttention
 from model.config import ModelConfig, require_mask
 from model.dropout import Dropout
 from model.masks import causal_mask, padding_mask, unilm_mask, window_mask
-from model.norms import NORMS
+from model.norms import block_norm
 from model.positions import checked_terms, get_position
 from model.positions.base import term_arrays
 
@@ -41,7 +41,7 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x, mask, positions, deterministic: bool = True, shared=None):
     cfg = self.cfg
-    norm = lambda name: NORMS[cfg.norm](dtype=jnp.dtype(cfg.dtype), name=name)
+    norm = lambda name: block_norm(cfg, name)
     drop = lambda y: Dropout(cfg.dropout)(y, deterministic=deterministic)
     attn = lambda y: MultiHeadAttention(cfg, name="attention")(y, mask, positions, deterministic,
                                                                shared)
@@ -59,15 +59,21 @@ class Encoder(nn.Module):
 
   def setup(self):
     cfg = self.cfg
-    self.token_embed = nn.Embed(cfg.vocab_size, cfg.width,
-                                embedding_init=nn.initializers.normal(0.02))
+    embed = lambda rows: nn.Embed(rows, cfg.embed_width,
+                                  embedding_init=nn.initializers.normal(0.02))
+    self.token_embed = embed(cfg.vocab_size)
+    # BERT's segment table (model/embeddings.py); one segment, so only its row 0 is used
+    self.token_type_embed = embed(cfg.type_vocab_size) if cfg.type_vocab_size else None
+    # RoFormer's embeddings_project: embeddings narrower than the model
+    self.embed_project = (nn.Dense(cfg.width, dtype=jnp.dtype(cfg.dtype))
+                          if cfg.embed_width != cfg.width else None)
     position = get_position(cfg.position)
     self.position_embed = position.absolute(cfg) if position.absolute else None
     # an encoding whose one module serves every layer (T5's table): built here, once
     shared = position.relative is not None and position.shared(cfg)
     self.relative_position = position.relative(cfg) if shared else None
     # post-LN normalises the embeddings (BERT); pre-norm normalises the output instead
-    self.final_norm = NORMS[cfg.norm](dtype=jnp.dtype(cfg.dtype))
+    self.final_norm = block_norm(cfg)
     self.dropout = Dropout(cfg.dropout)
     # remat recomputes each block's activations in the backward pass (memory for time);
     # argument 4 (deterministic) is a Python bool, so it must be static. Only arrays cross
@@ -83,6 +89,8 @@ class Encoder(nn.Module):
     # static (numpy): position tables (RoPE's cos/sin, sinusoids) become compile-time constants
     positions = np.arange(n)
     x = self.token_embed(tokens).astype(jnp.dtype(cfg.dtype))
+    if self.token_type_embed is not None:  # as BERT: (token + type) + position
+      x = x + self.token_type_embed(jnp.zeros((1, 1), jnp.int32)).astype(x.dtype)
     if self.position_embed is not None:
       x = self.position_embed(x, positions)
     if mask is None:
@@ -97,6 +105,8 @@ class Encoder(nn.Module):
     if cfg.norm == "post":
       x = self.final_norm(x)
     x = self.dropout(x, deterministic=deterministic)
+    if self.embed_project is not None:  # after the norm and dropout, as RoFormer
+      x = self.embed_project(x)
     shared = None
     if self.relative_position is not None:  # computed once, used by every layer
       terms = self.relative_position(positions, positions, cfg.causal)
@@ -114,6 +124,18 @@ class Encoder(nn.Module):
     return self.token_embed.attend(h.astype(jnp.float32))
 
 
+def head_layers(cfg: ModelConfig):
+  """The MLM head's transform (dense to the embedding width, LayerNorm): the head_dense and
+  head_norm of MlmModel and of SentenceEncoder's LM head, so that one checkpoint fits both."""
+  return (nn.Dense(cfg.embed_width, dtype=jnp.dtype(cfg.dtype)),
+          nn.LayerNorm(epsilon=cfg.norm_epsilon))
+
+
+def head_logits(cfg: ModelConfig, encoder: Encoder, dense, norm, bias, h):
+  """dense, activation, norm, then the tied decoder (the token embedding table) + bias."""
+  return encoder.attend(norm(get_activation(cfg.activation)(dense(h)))) + bias
+
+
 class MlmModel(nn.Module):
   """Encoder + BERT MLM head (dense, activation, norm, tied decoder + bias).
 
@@ -125,13 +147,12 @@ class MlmModel(nn.Module):
   def setup(self):
     cfg = self.cfg
     self.encoder = Encoder(cfg)
-    self.head_dense = nn.Dense(cfg.width, dtype=jnp.dtype(cfg.dtype))
-    self.head_norm = nn.LayerNorm()
+    self.head_dense, self.head_norm = head_layers(cfg)
     self.output_bias = self.param("output_bias", nn.initializers.zeros, (cfg.vocab_size,))
 
   def __call__(self, tokens, valid, deterministic: bool = True, targets_at=None):
     h = self.encoder(tokens, valid, deterministic)
     if targets_at is not None:
       h = jnp.take_along_axis(h, targets_at[..., None], axis=1)
-    h = self.head_norm(get_activation(self.cfg.activation)(self.head_dense(h)))
-    return self.encoder.attend(h) + self.output_bias
+    return head_logits(self.cfg, self.encoder, self.head_dense, self.head_norm,
+                       self.output_bias, h)

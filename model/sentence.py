@@ -10,9 +10,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from model.activations import get_activation
 from model.config import ModelConfig
-from model.encoder import Encoder
+from model.encoder import Encoder, head_layers, head_logits
 from utils.errors import ConfigError
 
 
@@ -56,8 +55,7 @@ class SentenceEncoder(nn.Module):
     if self.projection:
       self.project = nn.Dense(self.projection, dtype=jnp.dtype(cfg.dtype))
     if self.lm_head:  # the same three pieces (and names) as MlmModel's head
-      self.head_dense = nn.Dense(cfg.width, dtype=jnp.dtype(cfg.dtype))
-      self.head_norm = nn.LayerNorm()
+      self.head_dense, self.head_norm = head_layers(cfg)
       self.output_bias = self.param("output_bias", nn.initializers.zeros, (cfg.vocab_size,))
 
   def __call__(self, tokens, valid, deterministic: bool = True, project: bool = True):
@@ -79,5 +77,5 @@ class SentenceEncoder(nn.Module):
     return pooled, self.lm_logits(final)
 
   def lm_logits(self, hidden):
-    h = self.head_norm(get_activation(self.cfg.activation)(self.head_dense(hidden)))
-    return self.encoder.attend(h) + self.output_bias
+    return head_logits(self.cfg, self.encoder, self.head_dense, self.head_norm,
+                       self.output_bias, hidden)

@@ -114,7 +114,8 @@ def test_field_names_are_unique_and_config_has_exactly_them():
   assert {f.name for f in CORE_FIELDS} == {
       "vocab_size", "width", "num_layers", "num_heads", "mlp_dim", "dropout",
       "attention_dropout", "position", "attention", "scale", "causal", "window", "max_len",
-      "norm", "activation", "remat", "dtype"}
+      "norm", "activation", "remat", "dtype", "norm_epsilon", "type_vocab_size",
+      "embedding_size"}
 
 
 def test_field_defaults_and_eval_time_fields():

@@ -1,4 +1,8 @@
-"""Absolute position encodings added to the token embeddings (docs/techniques.md section 3)."""
+"""Absolute position encodings added to the token embeddings (docs/techniques.md section 3).
+
+They act at the embedding width (model.embedding_size when set), before any projection to
+the model width.
+"""
 from __future__ import annotations
 
 import flax.linen as nn
@@ -54,9 +58,9 @@ class SinusoidalPositions(nn.Module):
 
 
 def _even_width(cfg) -> None:
-  if cfg.width % 2:
-    raise ConfigError(f"position=sinusoidal needs an even model width (sin/cos pairs), got "
-                      f"model.width={cfg.width}")
+  if cfg.embed_width % 2:
+    raise ConfigError(f"position=sinusoidal needs an even embedding width (sin/cos pairs), "
+                      f"got {cfg.embed_width} (model.width, or model.embedding_size if set)")
 
 
 SINUSOIDAL_MODE = Field("sinusoidal_mode", "add", "sinusoidal: add the table to the "
@@ -68,9 +72,10 @@ VARIANTS = [
     PositionVariant(
         name="learned", doc="a learned table of model.max_len vectors added to the embeddings",
         terms=no_terms, max_length=lambda cfg: cfg.max_len,
-        absolute=lambda cfg: LearnedPositions(max_len=cfg.max_len, width=cfg.width)),
+        absolute=lambda cfg: LearnedPositions(max_len=cfg.max_len, width=cfg.embed_width)),
     PositionVariant(
         name="sinusoidal", doc="the fixed sin/cos table of Vaswani et al., added or multiplied",
         fields=(SINUSOIDAL_MODE,), check=_even_width, terms=no_terms, max_length=unbounded,
-        absolute=lambda cfg: SinusoidalPositions(width=cfg.width, mode=cfg.sinusoidal_mode)),
+        absolute=lambda cfg: SinusoidalPositions(width=cfg.embed_width,
+                                                 mode=cfg.sinusoidal_mode)),
 ]
