@@ -27,7 +27,11 @@ rope_scaling=none|pi|ntk|dynamic_ntk|yarn|rerope, rope_factor=F, rerope_window=N
 attention=..., norm=post|pre|rmsnorm, activation=..., width=N, layers=N, heads=N, mlp=N,
 corpus=hongloumeng|synthetic|FILE|GLOB, format=text|jsonl, tokenizer=char|wordpiece, vocab=N,
 valid=FRACTION, steps=N, seed=N,
-batch=N, lr=X, warmup=N, length=N, lengths=64+128+256, smoke (a run of seconds, for tests).
+batch=N, lr=X, warmup=N, length=N, lengths=64+128+256, entropy=true (also measure the attention
+entropy by length at the end), max_len=N, smoke (a run of seconds, for tests).
+position=learned gets a table of the training length (its rows past it would never be
+trained), so longer eval.lengths are recorded as refused (shown 'refused' in tables) unless
+max_len=N is named.
 Any value can also be overridden with --config.a.b=value; the model section holds every model
 field at its declared default (docs/variants.md), e.g. --config.model.t5_shared=false.
 
@@ -94,6 +98,8 @@ SHORTCUTS = {
     "warmup": "train.warmup_steps",
     "seed": "seed",
     "lengths": "eval.lengths",
+    "entropy": "eval.entropy",
+    "max_len": "model.max_len",
 }
 
 
@@ -153,6 +159,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       batch_tokens=16384,
       seed=0,
       at_end=True,  # evaluate and print the length table when training finishes
+      # with at_end, also measure the mean attention entropy by length (entropy.json, and the
+      # run's summary.json): the mechanism of the log-n scale, measured on every run
+      entropy=False,
   ))
 
   options = variants.parse(arg)
@@ -161,6 +170,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # get learned positions (bound to model.max_len, like the synthesizer itself).
   if c.model.attention.startswith("synthesizer") and "position" not in options:
     c.model.position = "learned"
+  # A learned table trains only the rows of positions it sees (0 .. train_length - 1): rows
+  # beyond would be scored at their random initial values, so the table is the training
+  # length unless max_len is named, and longer evaluation lengths are recorded as refused.
+  if c.model.position == "learned" and "max_len" not in options:
+    c.model.max_len = c.data.train_length
   return c
 
 

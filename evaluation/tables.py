@@ -8,12 +8,15 @@ from scipy import stats
 
 
 def length_table(rows: list[tuple[str, dict]], metric: str = "accuracy", percent: bool = True,
-                 digits: int = 2) -> str:
+                 digits: int = 2, refused: dict | None = None) -> str:
   """rows: [(name, {length: {metric: value}})] -> '| run | 64 | 128 | ...' markdown.
 
-  A length missing from a run (refused by a length-bound model) is shown as '-'.
+  A length missing from a run is shown as '-', or as 'refused' where refused {name: lengths}
+  says the run's model cannot encode it (a length-bound model).
   """
-  lengths = sorted({int(n) for _, res in rows for n in res})
+  refused = {name: {int(n) for n in ns} for name, ns in (refused or {}).items()}
+  lengths = sorted({int(n) for _, res in rows for n in res} |
+                   {n for ns in refused.values() for n in ns})
   head = "| run | " + " | ".join(str(n) for n in lengths) + " |"
   sep = "|---|" + "---|" * len(lengths)
   lines = [head, sep]
@@ -25,7 +28,7 @@ def length_table(rows: list[tuple[str, dict]], metric: str = "accuracy", percent
         v = res[n][metric] * (100.0 if percent else 1.0)
         cells.append(f"{v:.{digits}f}")
       else:
-        cells.append("-")
+        cells.append("refused" if n in refused.get(name, ()) else "-")
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
@@ -94,7 +97,8 @@ def difference_text(d: dict | None, digits: int) -> str:
 
 
 def seed_length_table(rows: list[tuple[str, dict]], *, digits: int = 2, baseline: str | None = None,
-                      plain_rows=(), confidence: float = 0.95) -> tuple[str, list[str]]:
+                      plain_rows=(), confidence: float = 0.95,
+                      refused: dict | None = None) -> tuple[str, list[str]]:
   """rows [(label, {length: {seed: value}})] -> (markdown, notes).
 
   One row per label, cells 'mean ± std (n=k)' per length (the sample std, n - 1; a single
@@ -103,14 +107,17 @@ def seed_length_table(rows: list[tuple[str, dict]], *, digits: int = 2, baseline
   per other row, 'label - baseline', with the difference per length paired by seed (the
   comparisons of docs/techniques.md section 7 run over seeds) as 'mean [low, high] (n pairs)'
   at the given confidence. notes: one line per difference row whose seeds are not all paired, naming
-  the seeds left out.
+  the seeds left out. refused {label: lengths}: the lengths a row's model cannot encode, shown
+  as 'refused' (its difference rows show '-' there).
   """
+  refused = {label: {int(n) for n in ns} for label, ns in (refused or {}).items()}
   labels = [label for label, _ in rows]
   if baseline is not None and baseline not in labels:
     raise ValueError(f"baseline {baseline!r} is not a row: {labels}")
   by_label = {label: {int(n): v for n, v in cells.items()} for label, cells in rows}
   lengths = sorted({n for cells in by_label.values() for n in cells} |
-                   {int(n) for _, cells in plain_rows for n in cells})
+                   {int(n) for _, cells in plain_rows for n in cells} |
+                   {n for ns in refused.values() for n in ns})
   lines = ["| run | " + " | ".join(str(n) for n in lengths) + " |", "|---|" + "---|" * len(lengths)]
 
   def line(label, texts):
@@ -121,7 +128,7 @@ def seed_length_table(rows: list[tuple[str, dict]], *, digits: int = 2, baseline
     for n in lengths:
       values = list(by_label[label].get(n, {}).values())
       if not values:
-        texts.append("-")
+        texts.append("refused" if n in refused.get(label, ()) else "-")
         continue
       m, sd = mean_std(values)
       texts.append(f"{m:.{digits}f} ± {sd:.{digits}f} (n={len(values)})" if len(values) > 1
@@ -140,7 +147,9 @@ def seed_length_table(rows: list[tuple[str, dict]], *, digits: int = 2, baseline
       line(f"{label} - {baseline}",
            [difference_text(paired_difference(base.get(n, {}), other.get(n, {}), confidence),
                             digits) for n in lengths])
-      unpaired = sorted({s for n in lengths for s in set(base.get(n, {})) ^ set(other.get(n, {}))})
+      # a length that one row has no value at (refused, or not evaluated) pairs no seed there
+      both = [n for n in lengths if base.get(n) and other.get(n)]
+      unpaired = sorted({s for n in both for s in set(base[n]) ^ set(other[n])})
       if unpaired:
         notes.append(f"{label} - {baseline}: seed{'s' if len(unpaired) > 1 else ''} "
                      f"{', '.join(str(s) for s in unpaired)} without a pair, left out")

@@ -66,12 +66,23 @@ def test_train_stop_resume_evaluate(tmp_path):
 
 
 def test_learned_positions_refuse_long_lengths_in_one_line(tmp_path):
+  # the MLM config's learned table is the training length (32 in smoke); the end-of-run
+  # evaluation at 32 and 64 scores 32 and records 64 as refused, and so does the entropy
   w = str(tmp_path / "learned")
-  run("train.py", f"--config={CONFIG}:smoke,position=learned", f"--workdir={w}",
-      "--progress=false")
-  p = run("evaluate.py", f"--workdir={w}", "--lengths=64,256")
+  p = run("train.py", f"--config={CONFIG}:smoke,position=learned,entropy=true", f"--workdir={w}",
+          "--progress=false")
+  assert "cannot encode lengths [64] (at most 32)" in p.stderr and "Traceback" not in p.stderr
+  assert "| 32 | 64 |" in p.stdout and "| refused |" in p.stdout
+  with open(os.path.join(w, "summary.json")) as f:
+    summary = json.load(f)
+  assert summary["config"]["model"]["max_len"] == 32 and summary["refused"] == [64]
+  assert set(summary["lengths"]) == set(summary["entropy"]) == {"32"}
+  assert mlm.finished(w)
+  os.remove(os.path.join(w, "entropy.json"))  # eval.entropy asks for it: not finished without
+  assert not mlm.finished(w)
+  p = run("evaluate.py", f"--workdir={w}", "--lengths=32,256")
   assert "cannot encode lengths [256]" in p.stderr and "Traceback" not in p.stderr
-  assert '"64"' in p.stdout and '"256"' not in p.stdout
+  assert '"32"' in p.stdout and '"256"' not in p.stdout
 
 
 @pytest.mark.parametrize("args, message", [

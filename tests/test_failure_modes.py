@@ -128,10 +128,11 @@ def test_changed_config_in_existing_workdir_is_refused(tmp_path, reference):
     ("--config.model.scale=cosine", ["unknown scale", "valid names"]),
     ("--config.model.nope=1", ["no key 'nope'", "valid keys"]),
     ("--config.train.steps=ten", ["steps"]),
-    ("--config.eval.lengths=(64,4096)", ["4096", "position=learned"]),
+    # the learned table is the training length (32) unless max_len is named
+    ("--config.data.train_length=64", ["train_length=64", "length bound 32"]),
 ])
 def test_bad_config_is_refused_before_compiling(tmp_path, override, needles):
-  variant = SMOKE + (",position=learned" if "lengths" in override else "")
+  variant = SMOKE + (",position=learned" if "train_length" in override else "")
   start = time.time()
   p = train(str(tmp_path / "run"), override, variant=variant, check=False)
   assert_one_line_error(p, *needles)

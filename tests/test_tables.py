@@ -26,6 +26,14 @@ def test_percent_two_digits_and_missing_lengths():
   ])
 
 
+def test_refused_lengths_say_so():
+  # a length-bound run's refused lengths read 'refused'; a length merely not evaluated, '-'
+  assert length_table(ROWS, refused={"learned": [512]}).splitlines()[3] == (
+      "| learned | 98.77 | refused | 7.00 |")
+  assert length_table([("a", {64: {"accuracy": 0.5}})], refused={"a": [128]}) == (
+      "| run | 64 | 128 |\n|---|---|---|\n| a | 50.00 | refused |")
+
+
 def test_other_metric_without_percent():
   assert length_table(ROWS, metric="loss", percent=False, digits=3) == "\n".join([
       "| run | 64 | 512 | 1024 |",
@@ -81,3 +89,16 @@ def test_seed_length_table_by_hand():
   assert none == []
   with pytest.raises(ValueError, match="not a row"):
     seed_length_table(rows, baseline="scale=none")
+
+
+def test_seed_length_table_refused_lengths():
+  # learned positions trained at 64 cannot encode 128: 'refused', no difference there, and
+  # no seed counted as unpaired for it; differences -1, +1: sd sqrt(2), t(0.975, 1) = 12.71
+  rows = [("position=rope", {64: {0: 60.0, 1: 62.0}, 128: {0: 50.0, 1: 52.0}}),
+          ("position=learned", {64: {0: 59.0, 1: 63.0}})]
+  text, notes = seed_length_table(rows, baseline="position=rope",
+                                  refused={"position=learned": [128]})
+  assert text.splitlines()[3:] == [
+      "| position=learned | 61.00 ± 2.83 (n=2) | refused |",
+      "| position=learned - position=rope | +0.00 [-12.71, +12.71] (2 pairs) | - |"]
+  assert notes == []

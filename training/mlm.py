@@ -106,12 +106,8 @@ def check_config(config) -> None:
   """Consistency checks that need no data: refused with what is wrong and what to do."""
   mc = model_config(config, vocab_size=8)  # validates names and shapes of the model section
   bound = mc.max_length()
-  too_long = [n for n in config.eval.lengths if bound is not None and n > bound]
-  if too_long:
-    raise ConfigError(
-        f"eval.lengths {too_long} exceed what position={mc.position} / attention="
-        f"{mc.attention} can encode (at most {bound}); drop them from eval.lengths or raise "
-        "model.max_len")
+  # eval.lengths past the bound are not refused here: the evaluation records them as refused
+  # (a result of a length study: learned positions cannot go past their table)
   if bound is not None and config.data.train_length > bound:
     raise ConfigError(f"data.train_length={config.data.train_length} exceeds the model's "
                      f"length bound {bound}; raise model.max_len")
@@ -152,6 +148,8 @@ def train(config, workdir: str, *, overwrite: bool = False, progress: bool = Tru
   if config.eval.at_end and not result.interrupted:
     run = wd.LoadedRun(config, model, data.tokenizer, result.state.params, result.step, data)
     evals = score_lengths(workdir, run, progress=progress)
+    if config.eval.get("entropy", False):
+      measure_entropies(workdir, run, progress=progress)
   if not result.interrupted:
     write_summary(workdir, training={
         "seconds": round(trained - began, 1), "from_step": from_step, "to_step": result.step,
@@ -164,7 +162,8 @@ def report(result: wd.TrainResult) -> str:
   if result.evaluation is None:
     return ""
   return (f"MLM accuracy (%) by evaluation length, step {result.evaluation['step']}:\n" +
-          length_table([(result.workdir, result.evaluation["lengths"])]))
+          length_table([(result.workdir, result.evaluation["lengths"])],
+                       refused={result.workdir: result.evaluation.get("refused", [])}))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,15 +287,22 @@ def scores(workdir: str, lengths=None, overrides=(), progress: bool = True) -> d
   return result
 
 
+def measure_entropies(workdir: str, run: wd.LoadedRun, lengths=None, out: str | None = None,
+                      progress: bool = True) -> dict:
+  """Mean attention entropy of a loaded run at each length; saved to out (entropy.json)."""
+  e = run.config.eval
+  return _by_length(workdir, run, lengths, out or os.path.join(workdir, "entropy.json"),
+                    lambda usable: entropy_by_length(
+                        run.model, run.params, run.data.valid_stream, usable,
+                        max_tokens=e.max_tokens, batch_tokens=e.batch_tokens),
+                    progress, desc="entropy")
+
+
 def entropies(workdir: str, lengths=None, overrides=(), progress: bool = True) -> dict:
   """Mean attention entropy by length of a workdir's latest checkpoint (entropy.json)."""
   run = load(workdir, config=_workdir_config(workdir, overrides))
-  e = run.config.eval
-  result = _by_length(workdir, run, lengths, _result_path(workdir, "entropy", overrides),
-                      lambda usable: entropy_by_length(
-                          run.model, run.params, run.data.valid_stream, usable,
-                          max_tokens=e.max_tokens, batch_tokens=e.batch_tokens),
-                      progress, desc="entropy")
+  result = measure_entropies(workdir, run, lengths, _result_path(workdir, "entropy", overrides),
+                             progress)
   if not overrides:
     write_summary(workdir)
   return result
@@ -318,14 +324,16 @@ def describe(workdir: str, evaluation: dict) -> str:
 
 
 def finished(workdir: str, config=None) -> bool:
-  """config's run is in workdir, at config.train.steps, with its end-of-run eval.json."""
+  """config's run is in workdir, at config.train.steps, with its end-of-run eval.json (and
+  entropy.json when eval.entropy asks for it)."""
   if not wd.reached(workdir, config):
     return False
   config = config or wd.load_config(workdir)
   if not config.eval.at_end:
     return True
-  return _saved(os.path.join(workdir, "eval.json"), config.train.steps,
-                config.eval.lengths) is not None
+  wanted = ["eval"] + (["entropy"] if config.eval.get("entropy", False) else [])
+  return all(_saved(os.path.join(workdir, f"{kind}.json"), config.train.steps,
+                    config.eval.lengths) is not None for kind in wanted)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -387,7 +395,7 @@ def write_summary(workdir: str, training: dict | None = None) -> dict | None:
 # keys that do not change what a run computes (cadence), or are the table's columns; the seed
 # is what a row's runs differ in
 NOT_COMPARED = ("seed", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-                "eval.lengths", "eval.at_end")
+                "eval.lengths", "eval.at_end", "eval.entropy")
 
 
 @dataclasses.dataclass
@@ -397,6 +405,7 @@ class TableRun:
   name: str
   config: dict
   results: dict  # {length: {metric: value}}
+  refused: tuple = ()  # lengths its model cannot encode (length-bound positions)
 
   @property
   def seed(self):
@@ -435,7 +444,8 @@ def _summary_run(path: str, lengths, entropy: bool, model_override) -> TableRun:
       raise UserError(f"summary {path} has no result at lengths {missing} (it has "
                       f"{sorted(int(n) for n in results)}); evaluate the workdir at them")
     results = {n: v for n, v in results.items() if int(n) in {int(m) for m in lengths}}
-  return TableRun(path, summary["name"], summary["config"], results)
+  return TableRun(path, summary["name"], summary["config"], results,
+                  tuple(int(n) for n in summary.get("refused", [])))
 
 
 def _table_run(entry: str, lengths, entropy: bool, model_override, progress: bool) -> TableRun:
@@ -443,9 +453,10 @@ def _table_run(entry: str, lengths, entropy: bool, model_override, progress: boo
   if is_summary(entry):
     return _summary_run(entry, lengths, entropy, model_override)
   measure = entropies if entropy else scores
-  results = measure(entry, lengths, model_override, progress)["lengths"]
+  result = measure(entry, lengths, model_override, progress)
   return TableRun(entry, os.path.basename(os.path.normpath(entry)),
-                  wd.config_to_dict(_workdir_config(entry)), results)
+                  wd.config_to_dict(_workdir_config(entry)), result["lengths"],
+                  tuple(int(n) for n in result.get("refused", [])))
 
 
 def seed_groups(runs) -> list[list[TableRun]]:
@@ -534,13 +545,16 @@ def table(workdirs, *, lengths=None, metric: str = "accuracy", entropy: bool = F
                   name, log_n)
     plain = [(log_n[0], {n: {metric: v} for n, v in log_n[1].items()})] if log_n else []
     return f"{name} by evaluation length:\n" + length_table(
-        rows + plain, metric=metric, percent=factor != 1.0, digits=digits)
+        rows + plain, metric=metric, percent=factor != 1.0, digits=digits,
+        refused={r.label + suffix: r.refused for r in runs})
   _check_seeds(groups)
   labels = [label + suffix for label in group_labels(groups)]
   cells = [(label, seed_cells(g, metric, factor)) for label, g in zip(labels, groups)]
   base = _baseline_label(baseline, groups, labels) if baseline is not None else None
+  refused = {label: set.intersection(*(set(r.refused) for r in g))
+             for label, g in zip(labels, groups)}
   text, notes = seed_length_table(cells, digits=digits, baseline=base,
-                                  plain_rows=[log_n] if log_n else ())
+                                  plain_rows=[log_n] if log_n else (), refused=refused)
   if plot:
     length_plot([(label, {n: list(v.values()) for n, v in c.items()}) for label, c in cells],
                 plot, title or f"{name} by evaluation length", f"{name}, mean ± std over seeds",
