@@ -23,7 +23,7 @@ from utils.files import atomic_write_json, read_json
 # whole section. Everything else must be what the run was started with.
 RESUMABLE = (
     "train.steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-    "eval.lengths", "eval.at_end", "eval.max_tokens", "eval.batch_tokens", "eval.batch_size",
+    "eval.lengths", "eval.at_end", "eval.entropy", "eval.max_tokens", "eval.batch_tokens", "eval.batch_size",
     "eval.sts", "eval.split", "eval.whitening", "eval.whitening_k", "mesh.*",
 )
 # The learning-rate schedule is a function of train.steps (warmup, then decay to the last
