@@ -1,6 +1,6 @@
 r"""Named-entity recognition with GlobalPointer: every (type, start, end) span scored at once.
 
-The head of the GlobalPointer post (docs/techniques.md, model/globalpointer.py): per type a,
+The head of the GlobalPointer post (model/globalpointer.py): per type a,
 s_a(i,j) = (R_i q_{i,a}).(R_j k_{j,a}) / sqrt(d) with RoPE; `head=efficient` shares one q, k
 projection between the types and adds per-type start and end biases. Trained with the
 multi-label softmax cross-entropy (objectives/globalpointer.py); decoded as every span with a
@@ -26,10 +26,14 @@ warmup=N, seed=N, width=N, layers=N, heads=N, mlp=N, dropout=P, smoke (a run of 
 Any value can also be overridden with --config.a.b=value; the model section holds every model
 field at its declared default (docs/variants.md).
 
-Expected result (measured on 2 CPU cores shared with another training job; README section
-"Named-entity recognition (GlobalPointer)"): the default run (600 steps of batch 32) takes
-about MEASURE_TIME and scores entity F1 x100 = MEASURE_F1 on the 500 synthetic validation
-sentences; head=efficient MEASURE_EFF.
+Expected result (measured at the commit that added this file, on 2 CPU cores shared with
+other jobs, load average about 10): the default run (width 64, 2 layers, 600 steps of batch
+32) trains in about 30 s of CPU time (85 s wall on that busy machine; the end-of-run
+evaluation included) and scores entity F1 x100 = 100.00 (precision 100.00, recall 100.00) on
+the 500 synthetic validation sentences (1307 entities, a third of them nested pairs);
+head=efficient the same, 100.00, in 33 s of CPU. The synthetic set is solved: it checks that
+the head, loss and decoding learn nested spans, not how good the model is. The smoke run
+(width 32, one layer, 200 steps) reaches 97.6 (seed 0; 98.9 and 99.3 at seeds 1 and 2).
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""GlobalPointer: named entities as scored spans (docs/techniques.md, REFERENCE section 6).
+"""GlobalPointer: named entities as scored spans (Su Jianlin's GlobalPointer and Efficient
+GlobalPointer posts; README section "Named-entity recognition (GlobalPointer)").
 
 For entity type a the score of the span from token i to token j (inclusive) is
 

@@ -1,11 +1,13 @@
 """The NER task end to end: the smoke config through train.py learns the synthetic nested-entity
-set, evaluate.py scores it again, the F1 is recomputed outside evaluation/, and bad configs
+set, evaluate.py's main scores it again, the F1 is recomputed outside evaluation/, and bad configs
 and files are refused before anything is written."""
 import os
 
+import entry_points
 import jax
 import numpy as np
 import pytest
+from absl import flags
 from entry_points import run
 
 from configs import ner_globalpointer
@@ -67,14 +69,20 @@ def test_smoke_run_learns_the_nested_synthetic_set(trained):
   assert ner_task.TASK.finished(workdir)
 
 
-def test_evaluate_scores_the_workdir_again_and_tabulates(trained):
+def test_evaluate_py_scores_the_workdir_again_and_tabulates(trained, capsys):
   workdir, out = trained
   saved = ner_task.evaluate(workdir)
+  # evaluate.py's main with its flags, in this process (a subprocess would add seconds of
+  # start-up to the same code): it loads the checkpoint and scores it again, in train.py's words
   os.remove(os.path.join(workdir, ner_task.EVAL_FILE))
-  assert ner_task.evaluate(workdir) == saved  # loaded from the checkpoint and scored again
-  # evaluate.py: the saved result of the latest checkpoint, in train.py's words
-  again = run("evaluate.py", "--workdir", workdir)
-  assert again.stdout == f"{workdir}: {out.stdout}"
+  evaluate = entry_points.module("evaluate")
+  flags.FLAGS(["evaluate.py", "--workdir", workdir])
+  try:
+    assert evaluate.main(["evaluate.py"]) == 0
+  finally:
+    flags.FLAGS.unparse_flags()
+  assert capsys.readouterr().out == f"{workdir}: {out.stdout}"
+  assert ner_task.evaluate(workdir) == saved  # written again, and now reused
   text = ner_task.TASK.table([workdir, workdir])
   assert "Entity scores x100 on synthetic" in text
   # the same run twice is one row of two identical values
