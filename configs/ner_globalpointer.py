@@ -14,6 +14,8 @@ Commands (from the repository root):
   python train.py --config configs/ner_globalpointer.py:head=efficient --workdir runs/ner_eff
   python evaluate.py --workdir runs/ner                      # entity F1 on the validation set
   python evaluate.py --workdirs runs/ner runs/ner_eff --table
+  # sweep(): both heads at seeds 0, 1, 2, then the table (P, R, F1, mean ± std over seeds)
+  python sweep.py --config configs/ner_globalpointer.py --root runs/ner_heads --in_process
   # real data: a training and a validation file, BIO (`char tag` lines, blank line between
   # sentences) or CLUENER JSON lines ({"text": ..., "label": {type: {entity: [[s, e]]}}})
   python train.py --config configs/ner_globalpointer.py:train=train.json,valid=dev.json,\
@@ -40,7 +42,7 @@ from __future__ import annotations
 import ml_collections
 
 from configs import variants
-from configs.common import model_section, train_section
+from configs.common import Grid, model_section, train_section
 
 SHORTCUTS = {
     "head": "ner.head",
@@ -103,3 +105,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict(dict(batch_size=100, at_end=True))
 
   return variants.apply(c, variants.parse(arg), SHORTCUTS, {"smoke": smoke})
+
+
+def sweep() -> Grid:
+  """The two heads at seeds 0, 1, 2 (ROOT/head-globalpointer_seed-0, ...)."""
+  return Grid(axes={"head": ["globalpointer", "efficient"]}, seeds=[0, 1, 2])

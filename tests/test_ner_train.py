@@ -115,3 +115,11 @@ def test_a_bad_file_is_refused_before_the_workdir_is_written(tmp_path):
   with pytest.raises(DataError, match=r"valid.bio:2: tag 'S-LOC' is not BIO"):
     ner_task.TASK.train(config, str(workdir))
   assert not workdir.exists()
+
+
+def test_sweep_is_both_heads_at_three_seeds():
+  entries = ner_globalpointer.sweep().entries()
+  assert entries[:2] == ["head=globalpointer,seed=0", "head=efficient,seed=0"]
+  assert len(entries) == 6
+  for entry in entries:
+    ner_task.check_config(ner_globalpointer.get_config(entry))
