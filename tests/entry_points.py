@@ -1,5 +1,6 @@
 """Running the user-facing scripts (train.py, evaluate.py, ...) in a subprocess, as a user would."""
 import atexit
+import importlib.util
 import json
 import os
 import shutil
@@ -29,6 +30,17 @@ def run(script, *args, check=True, timeout=300):
   if check and p.returncode != 0:
     raise AssertionError(f"{script} {args} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
   return p
+
+
+def module(name):
+  """A top-level script (train.py, evaluate.py, ...) as a module, its absl flags defined in
+  this process: its main() runs the script's code without a subprocess's start-up. (Loading it
+  again defines the flags again under the same module name, which absl allows.)"""
+  spec = importlib.util.spec_from_file_location(f"_{name}_entry_point",
+                                                os.path.join(ROOT, f"{name}.py"))
+  out = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(out)
+  return out
 
 
 def metric_rows(workdir):

@@ -175,20 +175,11 @@ def test_import_then_export_reproduces_every_tensor(checkpoint, imported, arch, 
     assert config.get(key) == source.get(key), key
 
 
-def _entry_point(name):
-  """A top-level script as a module (its absl flags defined in this process)."""
-  spec = importlib.util.spec_from_file_location(f"_{name}_entry_point",
-                                                os.path.join(entry_points.ROOT, f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def test_evaluate_py_scores_an_imported_workdir_and_train_py_would_resume_it(imported, capsys):
   workdir = imported["bert"]
   # evaluate.py's main with its flags, in this process: a subprocess would add seconds of
   # start-up to what is the same code
-  evaluate = _entry_point("evaluate")
+  evaluate = entry_points.module("evaluate")
   flags.FLAGS(["evaluate.py", "--workdir", workdir, "--lengths", "32", "--progress=false"])
   try:
     assert evaluate.main(["evaluate.py"]) == 0

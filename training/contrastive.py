@@ -37,7 +37,7 @@ from training import workdir as wd
 from training.checkpoint import latest_step
 from training.checkpoint import restore_params as restore_checkpoint
 from training.loop import fit
-from training.optimizer import SCHEDULES
+from training.optimizer import check_train_section
 from training.tasks import ModuleTask
 from utils.errors import ConfigError, UserError
 from utils.files import atomic_write_json, read_json
@@ -217,14 +217,9 @@ def check_config(config) -> None:
   if t.accumulation not in MODES:
     raise ConfigError(f"unknown train.accumulation {t.accumulation!r}; valid names: "
                       f"{list(MODES)}")
-  if t.steps <= 0 or t.batch_size <= 0:
-    raise ConfigError("train.steps and train.batch_size must be positive")
+  check_train_section(t)
   if t.accumulation != "none":
     num_micro_batches(t.batch_size, t.micro_batch)
-  if t.schedule not in SCHEDULES:
-    raise ConfigError(f"unknown train.schedule {t.schedule!r}; valid names: {list(SCHEDULES)}")
-  if t.on_nonfinite not in ("stop", "skip"):
-    raise ConfigError(f"train.on_nonfinite must be 'stop' or 'skip', got {t.on_nonfinite!r}")
   min_len = 7 if d.signal == "simbert" else 3
   if d.max_len < min_len:
     raise ConfigError(f"data.max_len={d.max_len} leaves no room for a sentence (at least "

@@ -28,6 +28,17 @@ def learning_rate_schedule(t) -> optax.Schedule:
   return optax.join_schedules([warmup, decay], [warm])
 
 
+def check_train_section(t) -> None:
+  """The train fields every task reads the same way, refused in one line before any data is
+  read: steps and batch size, schedule, on_nonfinite."""
+  if t.steps <= 0 or t.batch_size <= 0:
+    raise ConfigError("train.steps and train.batch_size must be positive")
+  if t.schedule not in SCHEDULES:
+    raise ConfigError(f"unknown train.schedule {t.schedule!r}; valid names: {list(SCHEDULES)}")
+  if t.on_nonfinite not in ("stop", "skip"):
+    raise ConfigError(f"train.on_nonfinite must be 'stop' or 'skip', got {t.on_nonfinite!r}")
+
+
 def decay_mask(params):
   """Weight decay on matrices only: not on biases, norm scales, or the output bias.
 
