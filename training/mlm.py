@@ -38,7 +38,7 @@ from objectives.mlm import mlm_loss
 from training import workdir as wd
 from training.checkpoint import latest_step, restore_params
 from training.loop import fit, progress_bar
-from training.optimizer import SCHEDULES
+from training.optimizer import check_train_section
 from training.tasks import ModuleTask
 from utils.errors import ConfigError, UserError
 from utils.files import atomic_write_json, read_json
@@ -111,13 +111,7 @@ def check_config(config) -> None:
   if bound is not None and config.data.train_length > bound:
     raise ConfigError(f"data.train_length={config.data.train_length} exceeds the model's "
                      f"length bound {bound}; raise model.max_len")
-  t = config.train
-  if t.steps <= 0 or t.batch_size <= 0:
-    raise ConfigError("train.steps and train.batch_size must be positive")
-  if t.schedule not in SCHEDULES:
-    raise ConfigError(f"unknown train.schedule {t.schedule!r}; valid names: {list(SCHEDULES)}")
-  if t.on_nonfinite not in ("stop", "skip"):
-    raise ConfigError(f"train.on_nonfinite must be 'stop' or 'skip', got {t.on_nonfinite!r}")
+  check_train_section(config.train)
   if not 0.0 < config.data.mask_rate < 1.0:
     raise ConfigError(f"data.mask_rate must be in (0, 1), got {config.data.mask_rate}")
 
