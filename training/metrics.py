@@ -3,9 +3,29 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 from utils.files import atomic_write_text
+
+
+def summary_writer():
+  """tensorboardX's SummaryWriter class, imported without torch.
+
+  tensorboardX imports torch when it is installed (the hf extra installs it) only so that it
+  can accept torch tensors, which we never log; that import costs ~4 s at the start of every
+  training process. While tensorboardX is imported, `import torch` is made to fail (it
+  catches the ImportError); torch stays importable for everything else afterwards.
+  """
+  if "torch" in sys.modules or "tensorboardX" in sys.modules:
+    from tensorboardX import SummaryWriter
+    return SummaryWriter
+  sys.modules["torch"] = None  # an ImportError for `import torch`, and nothing else
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    del sys.modules["torch"]
+  return SummaryWriter
 
 
 class MetricWriter:
@@ -15,8 +35,7 @@ class MetricWriter:
     self.file = open(self.path, "a", encoding="utf-8")
     self.tb = None
     if tensorboard:
-      from tensorboardX import SummaryWriter
-      self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30)
+      self.tb = summary_writer()(os.path.join(workdir, "tensorboard"), flush_secs=30)
 
   def write(self, step: int, metrics: dict) -> None:
     row = {"step": int(step), "time": round(time.time(), 3)}
