@@ -68,6 +68,7 @@ docs/results/contrastive_batch.md (runs/mlm_en, runs/mlm_zh, runs/corpus_*):
   $S --config "$BASE_EN" --sweep temperature --root runs/cb_en_tau
   python evaluate.py --workdirs runs/cb_en_tau/* --table --plot runs/cb_en_tau/spearman_vs_tau.png
   # 5. exact vs naive accumulation, effective batch 128 ... 1024 from micro-batches of 16
+  #    (numbered as in issue 14; its question 4, FlatNCE's mechanism, is not a sweep)
   $S --config "$BASE_EN" --sweep accumulation --root runs/cb_en_accumulation
   # (each again with $BASE_ZH and a runs/cb_zh_* root; --only seed=0 runs one seed first)
 
