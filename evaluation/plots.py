@@ -8,27 +8,32 @@ MODE_STYLES = {"none": ("C0", "o", "-"), "exact": ("C1", "s", "--"), "naive": ("
 
 
 def batch_plot(cells: dict, path: str, title: str,
-               ylabel: str = "STS Spearman x100 (mean ± std over seeds)") -> None:
-  """cells {(loss, mode, batch): [value per seed]} -> one panel per loss, value vs batch (log2
-  axis), one line with error bars per accumulation mode; saved as an image at path."""
+               ylabel: str = "STS Spearman x100 (mean ± std over seeds)",
+               xlabel: str = "batch size (examples)", base: int = 2) -> None:
+  """cells {(loss, series, x): [value per seed]} -> one panel per loss, value vs x (log axis
+  of this base), one line with error bars per series: an accumulation mode (styled as
+  MODE_STYLES) or any other label; saved as an image at path."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   losses = sorted({k[0] for k in cells})
-  batches = sorted({k[2] for k in cells})
+  xs = sorted({k[2] for k in cells})
+  series = sorted({k[1] for k in cells}, key=lambda m: (m not in MODE_STYLES, list(
+      MODE_STYLES).index(m) if m in MODE_STYLES else 0, m))
   fig, axes = plt.subplots(1, len(losses), figsize=(5.5 * len(losses), 4), sharey=True,
                            squeeze=False)
   for ax, loss in zip(axes[0], losses):
-    for mode, (color, marker, line) in MODE_STYLES.items():
+    for i, mode in enumerate(series):
+      color, marker, line = MODE_STYLES.get(mode, (f"C{i % 10}", "os^Dv<>"[i % 7], "-"))
       points = sorted((b, mean_std(v)) for (l, m, b), v in cells.items() if l == loss and m == mode)
       if not points:
         continue
       ax.errorbar([b for b, _ in points], [ms[0] for _, ms in points],
                   yerr=[ms[1] for _, ms in points], color=color, marker=marker, linestyle=line,
-                  capsize=3, label=f"accumulation={mode}")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(batches, [str(b) for b in batches])
-    ax.set_xlabel("batch size (examples)")
+                  capsize=3, label=f"accumulation={mode}" if mode in MODE_STYLES else mode)
+    ax.set_xscale("log", base=base)
+    ax.set_xticks(xs, [f"{x:g}" for x in xs])
+    ax.set_xlabel(xlabel)
     ax.set_title(f"{title}: {loss}")
     ax.grid(alpha=0.3)
   axes[0][0].set_ylabel(ylabel)

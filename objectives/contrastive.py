@@ -11,7 +11,9 @@ e.g. a sentence scored against itself), and returns (mean loss over rows, per-ro
   log(1 + xi), which is exactly InfoNCE's (the test suite guards this).
 - amsoftmax: additive margin on the target cosine: s (cos_it - m) against s cos_ij.
 
-`contrastive_loss` turns embeddings into cosine scores and applies a loss by name.
+`contrastive_loss` turns embeddings into scores (loss.similarity: cosine, or the dot product
+without normalisation, SimCSE's table D.1 last column), multiplies them by the logit scale
+(1 / temperature, for both similarities) and applies a loss by name.
 """
 from __future__ import annotations
 
@@ -70,10 +72,11 @@ def amsoftmax(cosines, targets, allowed=None, *, scale: float, margin: float):
   return infonce(scale * (cosines - margin * positive), targets, allowed)
 
 
+# each takes the unscaled similarities (cosines for amsoftmax, whose margin is on the cosine)
 LOSSES = {
-    "infonce": lambda cos, t, allowed, c: infonce(c.scale * cos, t, allowed),
-    "flatnce": lambda cos, t, allowed, c: flatnce(c.scale * cos, t, allowed),
-    "amsoftmax": lambda cos, t, allowed, c: amsoftmax(cos, t, allowed, scale=c.scale,
+    "infonce": lambda sim, t, allowed, c: infonce(c.scale * sim, t, allowed),
+    "flatnce": lambda sim, t, allowed, c: flatnce(c.scale * sim, t, allowed),
+    "amsoftmax": lambda sim, t, allowed, c: amsoftmax(sim, t, allowed, scale=c.scale,
                                                       margin=c.margin),
 }
 
@@ -93,6 +96,14 @@ def cosine_matrix(a, b):
   return a @ b.T
 
 
+def dot_matrix(a, b):
+  """[r, D] x [c, D] -> dot products [r, c] (float32), no normalisation."""
+  return a.astype(jnp.float32) @ b.astype(jnp.float32).T
+
+
+SIMILARITIES = {"cosine": cosine_matrix, "dot": dot_matrix}
+
+
 # How the two views of each example are scored against each other.
 #   cross: view 0 of row i against view 1 of every row (SimCSE, supervised pairs); r = c = b.
 #   all: all 2b embeddings against each other, self excluded (SimBERT, bert4keras SimCSE).
@@ -103,23 +114,24 @@ def contrastive_loss(h, c):
   """h [b, 2, D] (two views per example) -> (loss, metrics) under config section c.
 
   c: name (a key of LOSSES), scale, margin, pairing (a PAIRINGS name), symmetric (cross only:
-  average with the loss of view 1 against view 0).
+  average with the loss of view 1 against view 0), similarity (a key of SIMILARITIES).
   """
   loss_fn = get_loss(c.name)
+  similarity = SIMILARITIES[c.similarity]
   b = h.shape[0]
   if c.pairing == "cross":
-    cos = cosine_matrix(h[:, 0], h[:, 1])
+    sim = similarity(h[:, 0], h[:, 1])
     targets = jnp.arange(b)
-    loss, metrics = loss_fn(cos, targets, None, c)
+    loss, metrics = loss_fn(sim, targets, None, c)
     if c.symmetric:
-      loss_t, _ = loss_fn(cos.T, targets, None, c)
+      loss_t, _ = loss_fn(sim.T, targets, None, c)
       loss = (loss + loss_t) / 2
     return loss, metrics
   if c.pairing == "all":
     flat = h.reshape(2 * b, h.shape[-1])  # rows 2i and 2i+1 are a positive pair
-    cos = cosine_matrix(flat, flat)
+    sim = similarity(flat, flat)
     targets = jnp.arange(2 * b) ^ 1
-    return loss_fn(cos, targets, ~jnp.eye(2 * b, dtype=bool), c)
+    return loss_fn(sim, targets, ~jnp.eye(2 * b, dtype=bool), c)
   raise ConfigError(f"unknown contrastive pairing {c.pairing!r}; valid names: {list(PAIRINGS)}")
 
 
@@ -131,13 +143,22 @@ class LossConfig:
   margin: float = 0.0  # amsoftmax only
   pairing: str = "cross"
   symmetric: bool = False
+  similarity: str = "cosine"
 
   @classmethod
   def from_config(cls, c) -> "LossConfig":
-    """c: name, scale, temperature, margin, pairing, symmetric; scale wins when > 0."""
+    """c: name, scale, temperature, margin, pairing, symmetric, similarity (optional, cosine
+    by default); scale wins when > 0."""
     get_loss(c.name)
     if c.pairing not in PAIRINGS:
       raise ConfigError(f"unknown loss.pairing {c.pairing!r}; valid names: {list(PAIRINGS)}")
+    similarity = getattr(c, "similarity", "cosine")  # configs from before the option: cosine
+    if similarity not in SIMILARITIES:
+      raise ConfigError(f"unknown loss.similarity {similarity!r}; valid names: "
+                        f"{sorted(SIMILARITIES)}")
+    if similarity != "cosine" and c.name == "amsoftmax":
+      raise ConfigError("loss.name=amsoftmax puts its margin on a cosine; it needs "
+                        "loss.similarity=cosine")
     if c.scale > 0:
       scale = float(c.scale)
     elif c.temperature > 0:
@@ -147,4 +168,4 @@ class LossConfig:
     if c.symmetric and c.pairing != "cross":
       raise ConfigError("loss.symmetric applies to loss.pairing=cross only (pairing=all "
                         "already scores every view against every other)")
-    return cls(c.name, scale, float(c.margin), c.pairing, bool(c.symmetric))
+    return cls(c.name, scale, float(c.margin), c.pairing, bool(c.symmetric), similarity)

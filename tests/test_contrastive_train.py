@@ -152,24 +152,10 @@ def test_sweep_covers_the_study():
 
 def test_init_from_an_mlm_workdir_loads_its_encoder(tmp_path):
   """An MLM workdir (config, tokenizer, checkpoint) -> the sentence encoder starts from it."""
-  from configs import mlm_extrapolation
-  from data.tokenizers import CharTokenizer
-  from model.encoder import MlmModel
-  from training import mlm, workdir as wd
-  from training.checkpoint import Checkpointer
-  from training.optimizer import make_optimizer
-  from training.state import TrainState
+  from mlm_workdirs import mlm_workdir
 
   mlm_dir = str(tmp_path / "mlm")
-  mlm_cfg = mlm_extrapolation.get_config("smoke")
-  wd.prepare(mlm_dir, mlm_cfg)
-  tok = CharTokenizer.train(["the cat eats an apple, a dog finds the ball"])
-  tok.save(mlm_dir)
-  model = MlmModel(mlm.model_config(mlm_cfg, tok.vocab_size))
-  params = jax.jit(lambda k: mlm.init_params(model, k, 16))(jax.random.PRNGKey(5))
-  ckpt = Checkpointer(mlm_dir, async_save=False)
-  ckpt.save(3, TrainState.create(params, make_optimizer(mlm_cfg.train)), force=True)
-  ckpt.close()
+  tok, model, params = mlm_workdir(mlm_dir, "the cat eats an apple, a dog finds the ball", 5)
 
   config = _config(f"smoke,init_from={mlm_dir},projection=8,signal=simbert,pairing=all")
   contrastive.check_config(config)

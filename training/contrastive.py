@@ -14,14 +14,18 @@ resolved model is written to DIR/sentence_model.json so that evaluation needs on
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
+import math
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from data import sts
+from data.sts import read_sentences
 from data.tokenizers import PAD, build_tokenizer, load_tokenizer
 from evaluation.plots import batch_plot
 from evaluation.sts import make_embedder, sts_spearman
@@ -202,6 +206,71 @@ def merge_pretrained(params, pretrained):
 
 
 # ---------------------------------------------------------------------------------------------
+# The data budget and the learning-rate rule across batch sizes
+
+# the exponent of (batch / lr_base_batch) in the learning rate
+LR_RULES = {"constant": 0.0, "sqrt": 0.5, "linear": 1.0}
+
+
+def budget_steps(t, num_examples: int) -> int:
+  """Optimizer steps of train section t: train.steps, or with train.epochs > 0
+  ceil(epochs * num_examples / batch_size), so that every batch size sees the same number of
+  examples (the batches of an epoch never span two epochs, so the ceil goes on into the next)."""
+  epochs = t.get("epochs", 0.0)
+  if epochs <= 0:
+    return int(t.steps)
+  # rounded first: 0.1 * 640 / 64 is 1.0000000000000002 in floating point, one step too many
+  return math.ceil(round(epochs * num_examples / t.batch_size, 9))
+
+
+def peak_learning_rate(t) -> float:
+  """learning_rate * (batch_size / lr_base_batch) ** LR_RULES[lr_rule]; batch_size is the
+  effective batch (accumulation splits it, the optimizer sees its gradient once)."""
+  rule = t.get("lr_rule", "constant")
+  return float(t.learning_rate) * (t.batch_size / t.get("lr_base_batch", 64)) ** LR_RULES[rule]
+
+
+def warmup_steps(t, steps: int) -> int:
+  """train.warmup_fraction of the steps (rounded) when > 0, else train.warmup_steps."""
+  fraction = t.get("warmup_fraction", 0.0)
+  return round(fraction * steps) if fraction > 0 else int(t.warmup_steps)
+
+
+def with_budget(config, num_examples: int):
+  """A copy of config with train.steps resolved (budget_steps): what the workdir records, and
+  what resuming, finished() and a sweep's skipping compare with."""
+  out = copy.deepcopy(config)
+  out.train.steps = budget_steps(config.train, num_examples)
+  return out
+
+
+def optimizer_config(config):
+  """A copy of a resolved config (with_budget) with the learning rate and warmup the optimizer
+  uses: the rule's learning rate at this batch, the warmup as steps."""
+  out = copy.deepcopy(config)
+  out.train.learning_rate = peak_learning_rate(config.train)
+  out.train.warmup_steps = warmup_steps(config.train, config.train.steps)
+  return out
+
+
+def budgeted(config):
+  """config with train.steps resolved from its training data (read only when epochs > 0)."""
+  if config.train.get("epochs", 0.0) <= 0:
+    return config
+  return with_budget(config, len(training_pairs(config)))
+
+
+def describe_budget(config, num_examples: int) -> str:
+  """One line: the examples, steps, learning rate and warmup this run resolved to."""
+  t, o = config.train, optimizer_config(config).train
+  steps = (f"train.epochs={t.epochs:g} of {num_examples} examples at batch {t.batch_size}: "
+           f"{t.steps} steps" if t.epochs > 0 else f"{t.steps} steps")
+  rule = (f" ({t.lr_rule} rule from {t.learning_rate:g} at batch {t.lr_base_batch})"
+          if t.lr_rule != "constant" else "")
+  return f"{steps}; peak learning rate {o.learning_rate:.3g}{rule}; warmup {o.warmup_steps} steps"
+
+
+# ---------------------------------------------------------------------------------------------
 # Train, evaluate
 
 def check_config(config) -> None:
@@ -217,7 +286,15 @@ def check_config(config) -> None:
   if t.accumulation not in MODES:
     raise ConfigError(f"unknown train.accumulation {t.accumulation!r}; valid names: "
                       f"{list(MODES)}")
-  check_train_section(t)
+  check_train_section(t, min_steps=0)  # steps=0: evaluate the encoder as initialised
+  if t.epochs < 0:
+    raise ConfigError(f"train.epochs must be at least 0 (0: train.steps), got {t.epochs}")
+  if t.lr_rule not in LR_RULES:
+    raise ConfigError(f"unknown train.lr_rule {t.lr_rule!r}; valid names: {list(LR_RULES)}")
+  if t.lr_base_batch <= 0:
+    raise ConfigError(f"train.lr_base_batch must be positive, got {t.lr_base_batch}")
+  if not 0 <= t.warmup_fraction < 1:
+    raise ConfigError(f"train.warmup_fraction must be in [0, 1), got {t.warmup_fraction}")
   if t.accumulation != "none":
     num_micro_batches(t.batch_size, t.micro_batch)
   min_len = 7 if d.signal == "simbert" else 3
@@ -235,10 +312,18 @@ def check_config(config) -> None:
 
 def train(config, workdir: str, *, overwrite: bool = False, progress: bool = True,
           stop_after: int | None = None) -> wd.TrainResult:
-  """Trains (or resumes) a sentence encoder in workdir; scores config.eval.sts at the end."""
+  """Trains (or resumes) a sentence encoder in workdir; scores config.eval.sts at the end.
+
+  With train.steps = 0 (and no epochs) nothing is trained: the encoder as initialised (from
+  init_from, or at random) is checkpointed at step 0 and scored, the untouched baseline.
+  """
   check_config(config)
-  changes = wd.prepare(workdir, config, overwrite=overwrite)
   pairs = training_pairs(config)
+  config = with_budget(config, len(pairs))  # the data is read first: nothing half-written
+  changes = wd.prepare(workdir, config, overwrite=overwrite)
+  t = config.train
+  if t.epochs > 0 or t.lr_rule != "constant" or t.warmup_fraction > 0:  # what was resolved
+    print(f"{workdir}: {describe_budget(config, len(pairs))}", file=sys.stderr)
   tok, model_cfg, pretrained = prepare_model(config, workdir, pairs)
   model = sentence_model(config, model_cfg)
   batches = sts.ExampleBatches(example_arrays(config, tok, pairs), config.train.batch_size,
@@ -250,7 +335,7 @@ def train(config, workdir: str, *, overwrite: bool = False, progress: bool = Tru
   # jitted: initialising op by op costs seconds of dispatch on a CPU
   fresh = jax.jit(lambda key: init_params(model, key, config.data.max_len))
   length = config.data.max_len
-  result = fit(config, workdir,
+  result = fit(optimizer_config(config), workdir,
                init_params=lambda key: merge_pretrained(fresh(key), pretrained),
                loss_fn=None, grad_fn=grad_fn, batch_fn=batches.batch,
                tokens_per_step=config.train.batch_size * 2 * length,
@@ -333,10 +418,17 @@ def score_sts(workdir: str, run: wd.LoadedRun, *, sts: str, sts_split: str = "",
               whitening_k=None, whitening_corpus: str = "") -> dict:
   """Spearman of a loaded run on an STS set; saved under its name in DIR/sts_eval.json."""
   config = run.config
+  if whitening_k:  # refused before anything is embedded (whitening.fit says the same)
+    s = config.sentence
+    width = s.projection if s.projection and s.eval_projection else run.model.cfg.width
+    if not 0 < whitening_k <= width:
+      raise UserError(f"whitening keeps k in [1, {width}] dimensions (0 = all), got "
+                      f"{whitening_k}: the embeddings of this run have {width}")
   data = sts_data(config, sts, sts_split)
   embed = make_embedder(run.model, run.params, run.tokenizer, config.data.max_len,
                         config.eval.batch_size, project=config.sentence.eval_projection)
-  corpus = sts.read_sentences(whitening_corpus) if whitening_corpus else None
+  # (`sts` is the set's name here, not the data module)
+  corpus = read_sentences(whitening_corpus) if whitening_corpus else None
   result = {"step": None if run.step is None else int(run.step), "sts": sts,
             "split": sts_split, "whitening_k": whitening_k,
             "whitening_corpus": whitening_corpus, "pairs": len(data),
@@ -379,7 +471,10 @@ def describe(workdir: str, evaluation: dict) -> str:
 
 
 def finished(workdir: str, config=None) -> bool:
-  """config's run is in workdir, at config.train.steps, with its end-of-run STS score."""
+  """config's run is in workdir, at its resolved train.steps (budget_steps), with its
+  end-of-run STS score."""
+  if config is not None:
+    config = budgeted(config)
   if not wd.reached(workdir, config):
     return False
   config = config or wd.load_config(workdir)
@@ -389,26 +484,71 @@ def finished(workdir: str, config=None) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# The batch-size study's table: loss x accumulation (rows) by batch size (columns)
+# The study's tables: loss x accumulation (rows) by batch size (columns), or by temperature
 
 # keys that do not change what a run computes, or that the table's title states
 NOT_COMPARED = ("seed", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
                 "eval.")
+# keys a study varies besides loss, accumulation, batch and seed (the study's questions): each
+# that differs among the tabulated runs labels the rows by its value, and the temperature is
+# the column where the batch is the same in every run
+STUDY_AXES = ("sentence.pooling", "loss.similarity", "loss.temperature", "data.signal", "data.train_format",
+              "data.train", "train.epochs", "train.lr_rule", "train.learning_rate")
+COLUMNS = ("train.batch_size", "loss.temperature")
+# keys added after runs were made: a run whose config lacks one did what wd.LEGACY says
+ADDED_LATER = ("loss.similarity", "train.epochs", "train.lr_rule", "train.lr_base_batch",
+               "train.warmup_fraction")
 
 
 def _study_row(workdir: str, evaluation: dict) -> dict:
   c = wd.config_to_dict(wd.load_config(workdir))
   t = c["train"]
-  flat = {k: v for k, v in wd.flatten(c).items() if not k.startswith(NOT_COMPARED)}
+  flat = wd.flatten(c)
+  flat = dict({k: wd.LEGACY[k](flat) for k in ADDED_LATER},
+              **{k: v for k, v in flat.items() if not k.startswith(NOT_COMPARED)})
   if t["batch_size"] <= t["micro_batch"]:  # one micro-batch: every mode is the same program
     flat.pop("train.accumulation")
   return dict(loss=c["loss"]["name"], mode=t["accumulation"], batch=t["batch_size"],
               micro=t["micro_batch"], seed=c["seed"], spearman=100 * evaluation["spearman"],
-              name=evaluation["name"], workdir=workdir, compared=flat)
+              name=evaluation["name"], workdir=workdir, compared=flat,
+              steps=t["steps"], lr=peak_learning_rate(wd.load_config(workdir).train))
+
+
+def short_name(key: str) -> str:
+  return key.rpartition(".")[2]
+
+
+def study_layout(rows) -> tuple[str, list]:
+  """(column key, row label keys) of a table of these rows; sets each row's 'x' (its column
+  value) and 'labels' (its values of the label keys) and takes both out of 'compared'.
+
+  The column is the batch size, or the temperature where every run has the same batch and
+  the temperature varies; the labels are the STUDY_AXES that differ among the runs.
+  """
+  def varies(key):
+    return len({cell_text(r["compared"].get(key)) for r in rows}) > 1
+
+  column = "loss.temperature" if not varies("train.batch_size") and varies(
+      "loss.temperature") else "train.batch_size"
+  labels = [k for k in STUDY_AXES if k != column and varies(k)]
+  for r in rows:
+    r["x"] = r["compared"][column]
+    r["labels"] = tuple(cell_text(r["compared"].get(k)) for k in labels)
+    for k in [column, *labels]:
+      r["compared"].pop(k, None)
+  return column, labels
+
+
+def cell_text(value) -> str:
+  """A config value as a table cell shows it (a file path by its name)."""
+  if isinstance(value, str) and os.sep in value:
+    return os.path.basename(value)
+  return "-" if value is None else format(value, "g") if isinstance(value, float) else str(value)
 
 
 def study_cells(rows) -> dict:
-  """{(loss, mode, batch): [Spearman per seed]}, runs that differ only in seed together.
+  """{(loss, mode, *labels, column): [Spearman per seed]}, runs that differ only in seed
+  together; column is a row's 'x' (study_layout), else its batch, labels its 'labels'.
 
   A run whose batch fits in one micro-batch counts for every mode of the table. Two runs in
   one cell that differ in anything else than the seed are refused, naming the keys.
@@ -417,23 +557,26 @@ def study_cells(rows) -> dict:
   cells, first = collections.defaultdict(list), {}
   for r in rows:
     for mode in (modes | {r["mode"]} if r["batch"] <= r["micro"] else {r["mode"]}):
-      cell = (r["loss"], mode, r["batch"])
+      cell = (r["loss"], mode, *r.get("labels", ()), r.get("x", r["batch"]))
       other = first.setdefault(cell, r)
       keys = [k for k, _, _ in wd.differences(other["compared"], r["compared"])]
       if keys:
         raise UserError(f"{other['workdir']} and {r['workdir']} fall in one cell (loss "
-                        f"{cell[0]}, accumulation {mode}, batch {cell[2]}) but differ in "
-                        f"{', '.join(keys)}, not only in the seed; tabulate them separately")
+                        f"{cell[0]}, accumulation {mode}, {' '.join(map(str, cell[2:]))}) but "
+                        f"differ in {', '.join(keys)}, not only in the seed; tabulate them "
+                        "separately")
       cells[cell].append(r["spearman"])
   return dict(cells)
 
 
 def mode_gap(rows, a: str = "none", b: str = "exact") -> str:
-  """Largest |Spearman(a) - Spearman(b)| over runs with the same loss, batch and seed, where
-  the batch exceeds the micro-batch (so that the two modes really are different programs)."""
-  by = {(r["loss"], r["mode"], r["batch"], r["seed"]): r for r in rows if r["batch"] > r["micro"]}
-  gaps = [(abs(r["spearman"] - by[(l, b, n, s)]["spearman"]), l, n, s)
-          for (l, m, n, s), r in by.items() if m == a and (l, b, n, s) in by]
+  """Largest |Spearman(a) - Spearman(b)| over runs with the same loss, labels, batch and seed,
+  where the batch exceeds the micro-batch (so that the two modes really are different
+  programs)."""
+  by = {(r["loss"], r["mode"], r.get("labels", ()), r["batch"], r["seed"]): r
+        for r in rows if r["batch"] > r["micro"]}
+  gaps = [(abs(r["spearman"] - by[(l, b, x, n, s)]["spearman"]), l, n, s)
+          for (l, m, x, n, s), r in by.items() if m == a and (l, b, x, n, s) in by]
   if not gaps:
     return ""
   worst = max(gaps)
@@ -442,21 +585,40 @@ def mode_gap(rows, a: str = "none", b: str = "exact") -> str:
           f"{worst[3]})")
 
 
+def budget_line(rows, column: str) -> str:
+  """The steps and peak learning rate each column resolved to (they vary with the batch under
+  train.epochs and train.lr_rule); '' when every run has the same."""
+  seen = sorted({(r["x"], r["steps"], r["lr"]) for r in rows}, key=lambda v: (v[0], v[1:]))
+  if len({(steps, lr) for _, steps, lr in seen}) < 2:
+    return ""
+  name = short_name(column)
+  return "updates and peak learning rate: " + ", ".join(
+      f"{name} {x}: {steps} steps, lr {lr:.3g}" for x, steps, lr in seen)
+
+
 def table(workdirs, *, sts=None, sts_split=None, whitening_k=None, whitening_corpus=None,
           plot=None, title=None) -> str:
-  """STS Spearman x100, mean ± std over seeds, by loss and accumulation (rows) and batch
-  (columns); plot: also save the Spearman-vs-batch plot there."""
+  """STS Spearman x100, mean ± std over seeds, by loss, accumulation and the varying study axes
+  (rows) and batch or temperature (columns); plot: also save Spearman against the column."""
   rows = [_study_row(d, evaluate(d, sts=sts, sts_split=sts_split, whitening_k=whitening_k,
                                  whitening_corpus=whitening_corpus)) for d in workdirs]
+  column, labels = study_layout(rows)
   cells = study_cells(rows)
   names = sorted({r["name"] for r in rows})
+  short = [short_name(k) for k in labels]
   if plot:
-    batch_plot(cells, plot, title or ", ".join(names))
-  text = (f"STS Spearman x100 on {', '.join(names)}, mean ± std over seeds:\n" +
-          seed_table(cells, ["loss", "accumulation"],
-                     row_order=lambda k: (k[0], list(MODES).index(k[1]))))
-  gap = mode_gap(rows)
-  return text + (f"\n\n{gap}" if gap else "")
+    # one line per accumulation mode and label values, one panel per loss
+    series = {(k[0], ", ".join([f"accumulation={k[1]}"] + [f"{n}={v}" for n, v in zip(
+        short, k[2:-1])]) if labels else k[1], k[-1]): v for k, v in cells.items()}
+    batch_plot(series, plot, title or ", ".join(names),
+               xlabel="batch size (examples)" if column == "train.batch_size" else
+               "temperature", base=2 if column == "train.batch_size" else 10)
+  by = "" if column == "train.batch_size" else f" (columns: {short_name(column)})"
+  text = (f"STS Spearman x100 on {', '.join(names)}, mean ± std over seeds{by}:\n" +
+          seed_table(cells, ["loss", "accumulation", *short],
+                     row_order=lambda k: (k[0], list(MODES).index(k[1]), k[2:])))
+  notes = [n for n in (budget_line(rows, column), mode_gap(rows)) if n]
+  return text + "".join(f"\n\n{n}" for n in notes)
 
 
 TASK = ModuleTask.of(__name__, name="contrastive", eval_options=(

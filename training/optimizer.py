@@ -28,11 +28,12 @@ def learning_rate_schedule(t) -> optax.Schedule:
   return optax.join_schedules([warmup, decay], [warm])
 
 
-def check_train_section(t) -> None:
+def check_train_section(t, min_steps: int = 1) -> None:
   """The train fields every task reads the same way, refused in one line before any data is
-  read: steps and batch size, schedule, on_nonfinite."""
-  if t.steps <= 0 or t.batch_size <= 0:
-    raise ConfigError("train.steps and train.batch_size must be positive")
+  read: steps (at least min_steps) and batch size, schedule, on_nonfinite."""
+  if t.steps < min_steps or t.batch_size <= 0:
+    raise ConfigError(f"train.steps must be at least {min_steps} and train.batch_size positive"
+                      f" (got {t.steps} and {t.batch_size})")
   if t.schedule not in SCHEDULES:
     raise ConfigError(f"unknown train.schedule {t.schedule!r}; valid names: {list(SCHEDULES)}")
   if t.on_nonfinite not in ("stop", "skip"):

@@ -75,6 +75,10 @@ def _resumable(key: str) -> bool:
 # value was, in effect, for a run whose config lacks it (read from that config).
 LEGACY = {
     "data.split_seed": lambda flat: flat.get("seed"),  # the split used the run's seed
+    # the contrastive study's design options; a run from before them had each off
+    "loss.similarity": lambda flat: "cosine", "train.epochs": lambda flat: 0.0,
+    "train.lr_rule": lambda flat: "constant", "train.lr_base_batch": lambda flat: 64,
+    "train.warmup_fraction": lambda flat: 0.0,
 }
 
 
