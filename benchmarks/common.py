@@ -66,3 +66,23 @@ def describe_machine() -> str:
   import os
   return (f"{dev.platform} ({dev.device_kind}), {os.cpu_count()} CPU cores, "
           f"{platform.machine()}, jax {jax.__version__}, commit {commit}")
+
+
+def report(lines, began: float, out: str, title: str, script: str, argv) -> None:
+  """Prints the measured lines with the machine and the wall time since `began`; with `out`,
+  writes them as a results page: `# title`, the command that made it, the text, then the
+  page's written analysis, from '## Reading' on, kept from the file being replaced."""
+  import os
+  lines = [*lines, "", f"Machine: {describe_machine()}. Wall time {time.time() - began:.0f} s."]
+  text = "\n".join(lines)
+  print(text)
+  if not out:
+    return
+  from utils.files import atomic_write_text
+  reading = ""
+  if os.path.exists(out):
+    with open(out, encoding="utf-8") as f:
+      old = f.read()
+    reading = old[old.index("\n## Reading"):] if "\n## Reading" in old else ""
+  command = " ".join(["python", script, *argv])
+  atomic_write_text(out, f"# {title}\n\nCommand: `{command}`\n\n{text}\n{reading}")

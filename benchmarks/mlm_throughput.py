@@ -29,8 +29,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.common import (best_time, compiled_flops, describe_machine,  # noqa: E402
-                               matmul_peak_flops, page_faults_per_call)
+from benchmarks.common import (best_time, compiled_flops,  # noqa: E402
+                               matmul_peak_flops, page_faults_per_call, report)
 from utils.host_memory import keep_freed_host_memory  # noqa: E402
 
 
@@ -156,19 +156,8 @@ def main() -> int:
             "parameter-free norms (bare_block_seconds): what XLA's CPU backend reaches on these "
             "shapes, measured in the same process. Freed host memory kept for reuse "
             f"(utils/host_memory.py): {'yes' if kept else 'no'}."]
-  lines += ["", f"Machine: {describe_machine()}. Wall time {time.time() - start:.0f} s."]
-  text = "\n".join(lines)
-  print(text)
-  if args.out:
-    from utils.files import atomic_write_text
-    cmd = "python benchmarks/mlm_throughput.py " + " ".join(sys.argv[1:])
-    reading = ""  # the page's written analysis, from '## Reading' on, survives a re-run
-    if os.path.exists(args.out):
-      with open(args.out) as f:
-        old = f.read()
-      reading = old[old.index("\n## Reading"):] if "\n## Reading" in old else ""
-    atomic_write_text(args.out,
-                      f"# MLM training throughput\n\nCommand: `{cmd}`\n\n{text}\n{reading}")
+  report(lines, start, args.out, "MLM training throughput", "benchmarks/mlm_throughput.py",
+         sys.argv[1:])
   return 0
 
 

@@ -20,12 +20,12 @@ Commands (from the repository root):
       --variant steps=3000,warmup=200,lengths=64+128+256+512+1024+2048+4096 \
       --baseline scale=standard
 
-Variants (combine with commas): scale=standard|logn|logn_causal|logn_qwen|none,
+Variants (combine with commas): scale=standard|logn|logn_causal|logn_qwen|none|entropy_norm,
 position=NAME (none, learned, sinusoidal, rope, shaw, xl, t5, deberta, alibi, kerple: every
 encoding in model/positions/, docs/variants.md), rope_layout=interleaved|half,
 rope_scaling=none|pi|ntk|dynamic_ntk|yarn|rerope, rope_factor=F, rerope_window=N, relative_clip=K,
 attention=..., norm=post|pre|rmsnorm, activation=..., width=N, layers=N, heads=N, mlp=N,
-corpus=hongloumeng|synthetic|FILE|GLOB, format=text|jsonl, tokenizer=char|wordpiece, vocab=N,
+corpus=hongloumeng|synthetic|FILE|GLOB, format=text|jsonl, tokenizer=char|wobert|wordpiece, vocab=N,
 valid=FRACTION, steps=N, seed=N,
 batch=N, lr=X, warmup=N, length=N, lengths=64+128+256, entropy=true (also measure the attention
 entropy by length at the end), max_len=N, smoke (a run of seconds, for tests).

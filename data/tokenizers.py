@@ -1,12 +1,14 @@
-"""Tokenizers: character-level (the right choice for Chinese) and WordPiece.
+"""Tokenizers: character-level (the right choice for Chinese), WoBERT's word level, WordPiece.
 
-Both share the special tokens below, at the same ids, so the MLM code never special-cases a
+All share the special tokens below, at the same ids, so the MLM code never special-cases a
 tokenizer. Each saves itself into the workdir, so evaluation uses exactly the training vocabulary.
 """
 from __future__ import annotations
 
 import collections
+import functools
 import json
+import logging
 import os
 
 from utils.errors import ConfigError
@@ -36,6 +38,12 @@ def vocab_order(words) -> list[str]:
   return list(SPECIALS) + [w for w in words if w not in SPECIALS]
 
 
+def frequent(counts, min_count: int = 1) -> list[str]:
+  """The keys seen at least min_count times, most frequent first, ties in string order (for
+  characters, code point order): deterministic."""
+  return sorted((t for t, n in counts.items() if n >= min_count), key=lambda t: (-counts[t], t))
+
+
 class CharTokenizer:
   """One token per Unicode character; vocabulary built from the training split."""
   kind = "char"
@@ -48,11 +56,7 @@ class CharTokenizer:
 
   @classmethod
   def train(cls, docs, min_count: int = 1, max_size: int = 0):
-    counts = collections.Counter()
-    for d in docs:
-      counts.update(d)
-    # frequency order, ties by code point: deterministic
-    chars = sorted((c for c, n in counts.items() if n >= min_count), key=lambda c: (-counts[c], c))
+    chars = frequent(collections.Counter(c for d in docs for c in d), min_count)
     if max_size:
       chars = chars[:max(0, max_size - NUM_SPECIAL)]
     return cls(list(SPECIALS) + chars)
@@ -76,6 +80,66 @@ class CharTokenizer:
   def load(cls, workdir: str):
     with open(os.path.join(workdir, "vocab.txt"), encoding="utf-8") as f:
       return cls([json.loads(line) for line in f])  # JSON per line: '\n' and ' ' survive
+
+
+@functools.cache
+def jieba_segmenter():
+  """A jieba Tokenizer with its dictionary loaded, once per process. jieba announces the
+  dictionary load on stderr through its logger: silenced here, warnings kept."""
+  import jieba
+  jieba.setLogLevel(logging.WARNING)
+  segmenter = jieba.Tokenizer()
+  segmenter.initialize()
+  return segmenter
+
+
+def segment(text: str) -> list[str]:
+  """jieba's words of text, as WoBERT cuts it: the dictionary's maximum-probability path,
+  without the HMM that guesses words the dictionary lacks (HMM=False), so a word is always
+  one the dictionary knows, a run of Latin letters or digits, or a single character."""
+  return list(jieba_segmenter().cut(text, HMM=False))
+
+
+class WobertTokenizer(CharTokenizer):
+  """WoBERT's word-level Chinese tokenizer (docs/techniques.md section 9): jieba segments the
+  text; a word in the vocabulary is one token, any other word is split into characters, each
+  its own token or [UNK] (the char tokenizer's rule).
+
+  The vocabulary is the specials, every character of the training split (min_count applies),
+  then jieba's most frequent multi-character words up to `size` tokens in all. It is saved
+  as the char tokenizer's vocab.txt, and with it the same jieba (pyproject pins its version,
+  whose dictionary decides the cuts) encodes the text the same way.
+  """
+  kind = "wobert"
+  DEFAULT_WORDS = 20000  # the post's WoBERT added 20,000 jieba words to BERT's characters
+
+  @classmethod
+  def train(cls, docs, min_count: int = 1, size: int = 0):
+    chars = collections.Counter()
+    words = collections.Counter()
+    for d in docs:
+      chars.update(d)
+      # a word of one character is in the vocabulary as a character; whitespace ("\r\n" is
+      # one jieba word) is never part of a word
+      words.update(w for w in segment(d) if len(w) > 1 and not any(c.isspace() for c in w))
+    chars = frequent(chars, min_count)
+    base = NUM_SPECIAL + len(chars)
+    if size and size < base:
+      raise ConfigError(f"data.vocab_size={size} is smaller than tokenizer=wobert's {base} "
+                        f"special tokens and characters; use at least {base} (or raise "
+                        "data.min_count to keep fewer characters)")
+    words = frequent(words)[:(size - base) if size else cls.DEFAULT_WORDS]
+    return cls(list(SPECIALS) + chars + words)
+
+  def encode(self, text: str) -> list[int]:
+    index = self.index
+    ids = []
+    for word in segment(text):
+      if word in index:
+        ids.append(index[word])
+      else:
+        ids.extend(index.get(c, UNK) for c in word)
+    return ids
 
 
 class WordPieceTokenizer:
@@ -142,7 +206,7 @@ class WordPieceTokenizer:
     return cls(BaseTokenizer(Tokenizer.from_file(os.path.join(workdir, "tokenizer.json"))))
 
 
-TOKENIZERS = {"char": CharTokenizer, "wordpiece": WordPieceTokenizer}
+TOKENIZERS = {"char": CharTokenizer, "wobert": WobertTokenizer, "wordpiece": WordPieceTokenizer}
 
 
 def get_tokenizer_class(name: str):
@@ -155,6 +219,8 @@ def build_tokenizer(data_cfg, train_docs):
   cls = get_tokenizer_class(data_cfg.tokenizer)
   if cls is CharTokenizer:
     return cls.train(train_docs, min_count=data_cfg.min_count, max_size=data_cfg.vocab_size)
+  if cls is WobertTokenizer:
+    return cls.train(train_docs, min_count=data_cfg.min_count, size=data_cfg.vocab_size)
   return cls.train(train_docs, vocab_size=data_cfg.vocab_size or 8000,
                    vocab_file=data_cfg.vocab_file, lowercase=data_cfg.lowercase)
 

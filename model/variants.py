@@ -168,7 +168,9 @@ class KernelVariant(Variant):
 
   honours: the RelativeTerms fields it applies; masks: what it honours beyond key padding
   ("causal", "window", "any" = an arbitrary [q, k] mask); probabilities: it forms attention
-  probabilities, so model.attention_dropout applies; uses_scale: it applies model.scale.
+  probabilities, so model.attention_dropout applies; uses_scale: it applies model.scale;
+  transforms_logits: it forms the full [q, k] logits and calls AttentionInputs.logits_transform
+  on them before the softmax (a scale that declares a logits_transform refuses other kernels).
   fn(q, k, v, inputs, cfg) -> out, or module(cfg) -> a linen module (q, k, v, inputs) -> out.
   """
   honours: frozenset
@@ -178,6 +180,7 @@ class KernelVariant(Variant):
   max_length: Callable[[Config], Optional[int]]
   fn: Optional[Callable[..., Array]] = None
   module: Optional[Callable[[Config], Any]] = None
+  transforms_logits: bool = False
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -187,11 +190,15 @@ class ScaleVariant(Variant):
   factor(n_keys [b, 1, q, 1] int, head_dim, cfg) -> lambda (float32, same shape);
   by_position: factor's first argument is instead the query's 1-based position [1|b, 1, q, 1]
   (a scale of where the query is; in a bidirectional model that is not its key count);
-  query_init_std(width, head_dim): the std of W_q's initialisation when the scale needs one.
+  query_init_std(width, head_dim): the std of W_q's initialisation when the scale needs one;
+  logits_transform(logits [b, h, q, k] float32, mask [b, 1, q, k], cfg) -> logits: for a scale
+  that is a function of the logits themselves (entropy_norm), applied after the factor and
+  every position term, before the softmax, by the kernels that declare transforms_logits.
   """
   factor: Callable[[Array, int, Config], Array]
   by_position: bool = False
   query_init_std: Optional[Callable[[int, int], float]] = None
+  logits_transform: Optional[Callable[[Array, Array, Config], Array]] = None
 
 
 # ------------------------------------------------------------------------- registries

@@ -28,3 +28,6 @@ class AttentionInputs:
   # it); the layer uses it to record their entropy for evaluation/entropy.py
   observe: Callable[[Array], None] = lambda p: None
   x: Optional[Array] = None  # the layer input [b, n, width] (Synthesizer predicts logits from it)
+  # the scale's function of the full logits [b, h, q, k] (ScaleVariant.logits_transform), for
+  # the kernels that declare transforms_logits; identity for every other scale
+  logits_transform: Callable[[Array], Array] = lambda logits: logits

@@ -1,6 +1,8 @@
 """Multi-head attention layer: projections, position terms, scale, and a kernel by name."""
 from __future__ import annotations
 
+import dataclasses
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -67,6 +69,9 @@ class MultiHeadAttention(nn.Module):
     inputs = AttentionInputs(mask=mask, scale=lam, terms=terms, q_pos=positions,
                              k_pos=positions, causal=cfg.causal, dropout=dropout, x=x,
                              observe=observe)
+    if scale.logits_transform is not None:  # a scale of the logits themselves (entropy_norm)
+      inputs = dataclasses.replace(
+          inputs, logits_transform=lambda logits: scale.logits_transform(logits, mask, cfg))
     kernel = get_attention(cfg.attention)
     if kernel.module is not None:
       out = kernel.module(cfg)(q, k, v, inputs)

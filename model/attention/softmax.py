@@ -47,7 +47,7 @@ def softmax_attention(q, k, v, inputs, cfg=None):
   t = inputs.terms
   if t.rotate is not None:
     q, k = t.rotate(q, inputs.q_pos), t.rotate(k, inputs.k_pos)
-  probs = masked_softmax(attention_logits(q, k, inputs), inputs.mask)
+  probs = masked_softmax(inputs.logits_transform(attention_logits(q, k, inputs)), inputs.mask)
   inputs.observe(probs)
   probs = inputs.dropout(probs)
   out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
@@ -59,4 +59,4 @@ def softmax_attention(q, k, v, inputs, cfg=None):
 VARIANT = KernelVariant(
     name="softmax", doc="softmax_j(lambda q_i.k_j + b_ij) v_j over the full [q, k] logits",
     honours=frozenset(TERM_NAMES), masks=ALL_MASKS, probabilities=True, uses_scale=True,
-    max_length=unbounded, fn=softmax_attention)
+    max_length=unbounded, fn=softmax_attention, transforms_logits=True)
