@@ -17,8 +17,8 @@ from model.embeddings import EMBEDDING_SIZE, TYPE_VOCAB_SIZE
 from model.norms import NORM_EPSILON, NORMS
 from model.positions import POSITIONS
 from model.scales import SCALES
-from model.variants import (REQUIRED, Field, any_value, at_least, fraction, one_of, positive,
-                            unique_fields)
+from model.variants import (REQUIRED, Field, any_value, at_least, fraction, non_default, one_of,
+                            positive, unique_fields)
 from utils.errors import ConfigError
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -86,13 +86,6 @@ def require_mask(cfg, kind: str) -> None:
                       f"padding and {also}; use attention={able}")
 
 
-def _non_default(cfg, variant) -> str:
-  """' with a=1, b=2' for the variant's fields that differ from their defaults (or '')."""
-  options = [f"{f.name}={getattr(cfg, f.name)}" for f in variant.fields
-             if getattr(cfg, f.name) != f.default]
-  return f" with {', '.join(options)}" if options else ""
-
-
 def check_combination(cfg) -> None:
   """Refuse what the chosen kernel cannot honour: position terms, masks, attention dropout."""
   position, kernel = POSITIONS[cfg.position], ATTENTIONS[cfg.attention]
@@ -103,7 +96,7 @@ def check_combination(cfg) -> None:
     positions = "|".join(p.name for p in POSITIONS.values() if p.terms(cfg) <= kernel.honours)
     raise ConfigError(
         f"attention={kernel.name} cannot apply position={cfg.position}"
-        f"{_non_default(cfg, position)} (needs {missing}); use attention={kernels} or a "
+        f"{non_default(cfg, position)} (needs {missing}); use attention={kernels} or a "
         f"position it supports: {positions}")
   if cfg.causal:
     require_mask(cfg, "causal")

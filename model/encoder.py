@@ -120,15 +120,20 @@ class Encoder(nn.Module):
     return (x, layers) if return_layers else x
 
   def attend(self, h):
-    """Logits against the (tied) token embedding table."""
-    return self.token_embed.attend(h.astype(jnp.float32))
+    """Logits against the (tied) token embedding table: the product in the compute dtype,
+    accumulated and returned in float32 (the loss's softmax needs float32 logits; a bf16
+    product of a vocabulary-wide row would round every logit to 8 bits)."""
+    dtype = jnp.dtype(self.cfg.dtype)
+    table = self.token_embed.embedding.astype(dtype)
+    return jnp.dot(h.astype(dtype), table.T, preferred_element_type=jnp.float32)
 
 
 def head_layers(cfg: ModelConfig):
   """The MLM head's transform (dense to the embedding width, LayerNorm): the head_dense and
   head_norm of MlmModel and of SentenceEncoder's LM head, so that one checkpoint fits both."""
-  return (nn.Dense(cfg.embed_width, dtype=jnp.dtype(cfg.dtype)),
-          nn.LayerNorm(epsilon=cfg.norm_epsilon))
+  dtype = jnp.dtype(cfg.dtype)  # flax norms keep their statistics in float32 regardless
+  return (nn.Dense(cfg.embed_width, dtype=dtype),
+          nn.LayerNorm(epsilon=cfg.norm_epsilon, dtype=dtype))
 
 
 def head_logits(cfg: ModelConfig, encoder: Encoder, dense, norm, bias, h):

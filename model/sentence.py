@@ -66,7 +66,9 @@ class SentenceEncoder(nn.Module):
     """(embeddings [b, D], final hidden states [b, n, width])."""
     final, layers = self.encoder(tokens, valid, deterministic, segment_ids=segment_ids,
                                  return_layers=True)
-    pooled = get_pooling(self.pooling)(final, layers, valid)
+    # pooled in float32: a mean over the tokens is a sum the compute dtype would round
+    f32 = lambda h: h.astype(jnp.float32)
+    pooled = get_pooling(self.pooling)(f32(final), [f32(h) for h in layers], valid)
     if self.projection and project:
       pooled = jnp.tanh(self.project(pooled))
     return pooled.astype(jnp.float32), final

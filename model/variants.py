@@ -103,6 +103,14 @@ def one_of(names, what: str = "name") -> Callable[[Any, Config], Optional[str]]:
                              f"unknown {what}; valid names: {sorted(names)}")
 
 
+def non_default(cfg, variant) -> str:
+  """' with a=1, b=2' for the variant's fields that differ from their defaults (or ''): how
+  a refusal names the configuration of a variant."""
+  options = [f"{f.name}={getattr(cfg, f.name)}" for f in variant.fields
+             if getattr(cfg, f.name) != f.default]
+  return f" with {', '.join(options)}" if options else ""
+
+
 # ---------------------------------------------------------------------- the declarations
 
 def never(cfg) -> bool:
@@ -163,6 +171,22 @@ class PositionVariant(Variant):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class FusedForm:
+  """A kernel's form as one call of jax.nn.dot_product_attention (model.attention_impl=fused:
+  JAX's choice of implementation, XLA's attention in jax 0.10; cudnn: cuDNN's fused kernel).
+
+  honours: the RelativeTerms fields it can express (as a rotation of q and k, a factor on q,
+  or its `bias`); cannot: {field: why not} for every other field, the reason a configuration
+  that needs it is refused at start-up. The fused call forms no probabilities, so attention
+  dropout is refused with it. fn(q, k, v, inputs, cfg, implementation) -> out, implementation
+  being dot_product_attention's (None or "cudnn"; model/attention/fused.py).
+  """
+  fn: Callable[..., Array]
+  honours: frozenset
+  cannot: Mapping[str, str]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class KernelVariant(Variant):
   """An attention kernel (`model.attention`).
 
@@ -172,6 +196,7 @@ class KernelVariant(Variant):
   transforms_logits: it forms the full [q, k] logits and calls AttentionInputs.logits_transform
   on them before the softmax (a scale that declares a logits_transform refuses other kernels).
   fn(q, k, v, inputs, cfg) -> out, or module(cfg) -> a linen module (q, k, v, inputs) -> out.
+  fused: the same attention through one fused call, where the kernel has such a form.
   """
   honours: frozenset
   masks: frozenset
@@ -181,6 +206,7 @@ class KernelVariant(Variant):
   fn: Optional[Callable[..., Array]] = None
   module: Optional[Callable[[Config], Any]] = None
   transforms_logits: bool = False
+  fused: Optional[FusedForm] = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

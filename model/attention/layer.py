@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from model.attention import get_attention
 from model.attention.base import AttentionInputs
+from model.attention.fused import implementation
 from model.attention.softmax import entropy_sums
 from model.dropout import Dropout
 from model.masks import num_valid_keys
@@ -45,8 +46,8 @@ class MultiHeadAttention(nn.Module):
       q_init["kernel_init"] = nn.initializers.normal(scale.query_init_std(cfg.width, d))
     q, k, v = dense("query", **q_init)(x), dense("key")(x), dense("value")(x)
 
-    position = get_position(cfg.position)
-    for variant in (position, scale):  # fields the task fills in are resolved by now
+    position, kernel = get_position(cfg.position), get_attention(cfg.attention)
+    for variant in (position, kernel, scale):  # fields the task fills in are resolved by now
       variant.build_check(cfg)
     terms = NO_TERMS
     if shared is not None:
@@ -72,9 +73,12 @@ class MultiHeadAttention(nn.Module):
     if scale.logits_transform is not None:  # a scale of the logits themselves (entropy_norm)
       inputs = dataclasses.replace(
           inputs, logits_transform=lambda logits: scale.logits_transform(logits, mask, cfg))
-    kernel = get_attention(cfg.attention)
     if kernel.module is not None:
       out = kernel.module(cfg)(q, k, v, inputs)
+    elif cfg.attention_impl != "einsum" and not self.is_mutable_collection("intermediates"):
+      # the fused call (validated at start-up); an entropy pass needs the probabilities,
+      # which only the einsum path forms
+      out = kernel.fused.fn(q, k, v, inputs, cfg, implementation(cfg))
     else:
       out = kernel.fn(q, k, v, inputs, cfg)
     return nn.DenseGeneral(cfg.width, axis=(-2, -1), dtype=dtype, name="out")(out)

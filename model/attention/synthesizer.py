@@ -37,7 +37,8 @@ def dense_logits(module, x, n: int, cfg):
   hidden = nn.relu(nn.DenseGeneral((h, d), dtype=x.dtype, name="w1")(x))
   w2 = module.param("w2", nn.initializers.lecun_normal(batch_axis=(0,)), (h, d, cfg.max_len))
   b2 = module.param("b2", nn.initializers.zeros, (h, cfg.max_len))
-  return jnp.einsum("bnhd,hdl->bhnl", hidden, w2[..., :n].astype(x.dtype)) + b2[:, None, :n]
+  return jnp.einsum("bnhd,hdl->bhnl", hidden, w2[..., :n].astype(x.dtype),
+                    preferred_element_type=jnp.float32) + b2[:, None, :n]
 
 
 def random_logits(module, x, n: int, cfg):
