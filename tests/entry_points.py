@@ -1,5 +1,6 @@
 """Running the user-facing scripts (train.py, evaluate.py, ...) in a subprocess, as a user would."""
 import atexit
+import functools
 import importlib.util
 import json
 import os
@@ -32,10 +33,12 @@ def run(script, *args, check=True, timeout=300):
   return p
 
 
+@functools.cache
 def module(name):
   """A top-level script (train.py, evaluate.py, ...) as a module, its absl flags defined in
-  this process: its main() runs the script's code without a subprocess's start-up. (Loading it
-  again defines the flags again under the same module name, which absl allows.)"""
+  this process: its main() runs the script's code without a subprocess's start-up. Loaded once
+  per process (absl refuses a second definition of its flags from the same loader), so a
+  caller parses its flags and unparses them when done."""
   spec = importlib.util.spec_from_file_location(f"_{name}_entry_point",
                                                 os.path.join(ROOT, f"{name}.py"))
   out = importlib.util.module_from_spec(spec)
