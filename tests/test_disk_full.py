@@ -21,18 +21,21 @@ from training.loop import _disk_full_as_one_line
 from utils.errors import DiskFullError, disk_full
 from utils.files import atomic_write_text
 
-NO_SPACE = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-TENSORSTORE = ValueError('RESOURCE_EXHAUSTED: Error writing local file "x/d/1f": Failed to '
-                         "write 196970 bytes to file 8: No space left on device "
-                         "[os_error_code='28']")
+def NO_SPACE():  # noqa: N802 - a fresh exception per raise (a raised one keeps its context)
+  return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def TENSORSTORE():  # noqa: N802
+  return ValueError('RESOURCE_EXHAUSTED: Error writing local file "x/d/1f": Failed to write '
+                    "196970 bytes to file 8: No space left on device [os_error_code='28']")
 
 
 def test_what_counts_as_a_full_disk():
-  assert disk_full(NO_SPACE) and disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))
-  assert disk_full(TENSORSTORE)
+  assert disk_full(NO_SPACE()) and disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))
+  assert disk_full(TENSORSTORE())
   try:  # raised while handling one (orbax re-raises its threads' errors as others)
     try:
-      raise NO_SPACE
+      raise NO_SPACE()
     except OSError:
       raise RuntimeError("Save Finalize thread failed")  # noqa: B904
   except RuntimeError as e:
@@ -53,22 +56,24 @@ def saved_once(tmp_path):
 
 
 def _failing_save(monkeypatch, error, later: bool):
-  """orbax's save of step 2 leaves a partial directory and fails with `error`: at once, or
-  (later=True) from the next call, as an asynchronous save does."""
+  """orbax's save of step 2 leaves a partial directory and fails with `error()`: at once, or
+  (later=True) from every later wait, as orbax raises a failed asynchronous save's error."""
   save, wait, pending = ocp.CheckpointManager.save, ocp.CheckpointManager.wait_until_finished, []
 
   def failing_save(self, step, *args, **kwargs):
+    if pending:
+      raise pending[0]()
     if step != 2:
       return save(self, step, *args, **kwargs)
     os.makedirs(os.path.join(str(self.directory), "2.orbax-checkpoint-tmp-7", "state"))
     if not later:
-      raise error
+      raise error()
     pending.append(error)
     return True
 
   def failing_wait(self):
     if pending:
-      raise pending.pop()
+      raise pending[0]()
     return wait(self)
 
   monkeypatch.setattr(ocp.CheckpointManager, "save", failing_save)
@@ -89,7 +94,7 @@ def test_a_failed_save_names_its_step_and_the_intact_one(monkeypatch, saved_once
   assert "the checkpoint of step 1 is intact" in message and "rerun the same command" in message
   assert "\n" not in message
   assert os.listdir(directory) == ["1"]  # the partial step 2 is gone
-  ckpt.close()  # what orbax still raises after the failure was reported already
+  ckpt.close()  # orbax raises the failed save's error again: it was reported already
 
 
 def test_a_full_disk_before_any_checkpoint_says_the_run_starts_again(monkeypatch, tmp_path):
@@ -105,7 +110,7 @@ def test_metrics_on_a_full_disk_name_the_file_and_the_intact_checkpoint(saved_on
   ckpt, _ = saved_once
   with pytest.raises(DiskFullError) as e:
     with _disk_full_as_one_line("w/metrics.jsonl", 4, ckpt):
-      raise NO_SPACE
+      raise NO_SPACE()
   assert ("no space left on the device while writing w/metrics.jsonl at step 4; the checkpoint "
           "of step 1 is intact") in str(e.value)
   with pytest.raises(PermissionError):  # any other error is not a full disk
@@ -118,7 +123,7 @@ def test_an_atomic_write_on_a_full_disk_keeps_the_old_file(monkeypatch, tmp_path
   path.write_text("old")
 
   def fsync(fd):
-    raise NO_SPACE
+    raise NO_SPACE()
   monkeypatch.setattr(os, "fsync", fsync)
   with pytest.raises(DiskFullError, match=f"while writing {path}; the file is as it was"):
     atomic_write_text(str(path), "new")
@@ -130,7 +135,7 @@ def test_orbax_threads_disk_full_records_are_dropped_and_others_kept(tmp_path, c
   log = logging.getLogger("absl")
   with caplog.at_level(logging.ERROR):
     try:
-      raise TENSORSTORE
+      raise TENSORSTORE()
     except ValueError:
       log.exception("_SignalingThread.run() raised an exception")
     log.error("an unrelated error")

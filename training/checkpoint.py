@@ -124,13 +124,13 @@ class Checkpointer:
           shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
       raise DiskFullError(
           f"no space left on the device while writing the checkpoint of step {step} in "
-          f"{self.directory} ({str(e).splitlines()[0][:160]}); {self.intact(step)}. Free "
+          f"{self.directory} ({str(e).splitlines()[0][:160]}); {self.intact()}. Free "
           "space and rerun the same command to resume") from None
 
-  def intact(self, below: int | None = None) -> str:
-    """What a resume would restore (the newest finished checkpoint, below `below`)."""
-    older = [s for s in finished_steps(self.directory) if below is None or s < below]
-    return (f"the checkpoint of step {older[-1]} is intact" if older else
+  def intact(self) -> str:
+    """What a resume would restore: the newest finished checkpoint."""
+    steps = finished_steps(self.directory)
+    return (f"the checkpoint of step {steps[-1]} is intact" if steps else
             "there is no checkpoint yet: the run will start again from step 0")
 
   def restore(self, abstract_state):
