@@ -141,3 +141,25 @@ def test_orbax_threads_disk_full_records_are_dropped_and_others_kept(tmp_path, c
     log.error("an unrelated error")
   assert [r.getMessage() for r in caplog.records] == ["an unrelated error"]
   assert checkpoint._SEEN["disk_full"]
+
+
+def test_the_failed_saves_late_callbacks_are_dropped_and_other_errors_kept():
+  seen = []
+  hook = checkpoint._after_failed_save(lambda *args: seen.append(args[1]))
+
+  def call_soon_threadsafe():  # where tensorstore's late callback meets orbax's closed loop
+    raise RuntimeError("Event loop is closed")
+
+  def closed_elsewhere():
+    return RuntimeError("Event loop is closed")
+
+  def bug():
+    return KeyError("a real bug")
+
+  for make in (call_soon_threadsafe, TENSORSTORE, closed_elsewhere, bug):
+    try:
+      raise make()  # call_soon_threadsafe raises before it returns
+    except Exception as e:  # noqa: BLE001
+      hook(type(e), e, e.__traceback__)
+  assert [repr(e) for e in seen] == ["RuntimeError('Event loop is closed')",
+                                     "KeyError('a real bug')"]

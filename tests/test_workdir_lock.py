@@ -143,3 +143,16 @@ def test_prepare_refuses_a_workdir_another_process_trains_and_overwrite_keeps_th
     wd.prepare(mine, config, overwrite=True)
     assert sorted(os.listdir(mine)) == ["config.json", LOCK_FILE]
   assert os.listdir(mine) == ["config.json"]
+
+
+def test_a_reader_takes_no_lock_and_leaves_unfinished_checkpoints_alone(tmp_path, holder):
+  # evaluate.py beside a training run: the run's save in progress is a temporary directory,
+  # which a trainer's checkpointer deletes on start (an interrupted save) and a reader must not
+  from training.checkpoint import Checkpointer
+  w, _ = holder
+  in_progress = os.path.join(w, "checkpoints", "12.orbax-checkpoint-tmp-3")
+  os.makedirs(in_progress)
+  Checkpointer(w, reader=True).close()
+  assert os.path.isdir(in_progress)
+  Checkpointer(w).close()  # (a trainer's does delete it: the check above can fail)
+  assert not os.path.exists(in_progress)

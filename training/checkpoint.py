@@ -43,17 +43,28 @@ class _DropDiskFullNoise(logging.Filter):
     return True
 
 
-def _after_disk_full(hook):
-  """A sys / threading exception hook that, once a save has hit a full disk, drops the errors
-  of the failed save's remaining callbacks ('Event loop is closed' once orbax's loop ended)."""
+def _after_failed_save(hook):
+  """A sys / threading exception hook that drops the errors of a failed save's remaining
+  callbacks: its disk-full errors, and 'Event loop is closed' from tensorstore's callbacks
+  that arrive after orbax closed the event loop of the failed operation. These can come
+  before the failure reaches the main thread, which reports it once."""
   def quiet(*args):
     exc = getattr(args[0], "exc_value", args[1] if len(args) > 1 else None)
-    closed = isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc)
-    if disk_full(exc) or (_SEEN["disk_full"] and closed):
+    if disk_full(exc) or (isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
+                          and _raised_in(exc, "call_soon_threadsafe")):
       _SEEN["disk_full"] = True
       return
     hook(*args)
   return quiet
+
+
+def _raised_in(exc: BaseException, function: str) -> bool:
+  tb = exc.__traceback__
+  while tb is not None:
+    if tb.tb_frame.f_code.co_name == function:
+      return True
+    tb = tb.tb_next
+  return False
 
 
 def _quiet_failed_saves() -> None:
@@ -62,9 +73,9 @@ def _quiet_failed_saves() -> None:
   _SEEN["installed"] = True
   for name in ("absl", "asyncio"):
     logging.getLogger(name).addFilter(_DropDiskFullNoise())
-  sys.excepthook = _after_disk_full(sys.excepthook)
-  sys.unraisablehook = _after_disk_full(sys.unraisablehook)
-  threading.excepthook = _after_disk_full(threading.excepthook)
+  sys.excepthook = _after_failed_save(sys.excepthook)
+  sys.unraisablehook = _after_failed_save(sys.unraisablehook)
+  threading.excepthook = _after_failed_save(threading.excepthook)
 
 
 class Checkpointer:
