@@ -29,10 +29,14 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv) -> int:
   del argv
   # imported here, after absl has parsed the flags: a bad flag fails before JAX loads
-  from training.tasks import get_task
-  task = get_task(_CONFIG.value)
-  result = task.train(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value,
-                      progress=_PROGRESS.value, stop_after=_STOP_AFTER.value)
+  from utils.lock import workdir_lock
+  # one trainer per workdir: a second is refused in one line before it touches anything (and
+  # before the task's imports); a workdir that the lock created is removed if left empty
+  with workdir_lock(_WORKDIR.value):
+    from training.tasks import get_task
+    task = get_task(_CONFIG.value)
+    result = task.train(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value,
+                        progress=_PROGRESS.value, stop_after=_STOP_AFTER.value)
   text = task.report(result)
   if text:
     print(text)

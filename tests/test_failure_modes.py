@@ -7,7 +7,9 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import sys
 import time
 
 import jax
@@ -16,6 +18,8 @@ import orbax.checkpoint as ocp
 import pytest
 from entry_points import ENV, ROOT, checkpoint_steps, command, run
 from entry_points import metric_rows as rows
+
+from utils.lock import LOCK_FILE
 
 SMOKE = "configs/mlm_extrapolation.py:smoke"
 
@@ -37,7 +41,13 @@ def reference(tmp_path_factory):
   """An uninterrupted run of the smoke config (12 steps, checkpoints every 3, logs every 2)."""
   w = str(tmp_path_factory.mktemp("ref") / "run")
   train(w, "--config.train.steps=12")
+  assert not os.path.exists(os.path.join(w, LOCK_FILE))  # released at the normal end
   return w
+
+
+def lock_owner(workdir):
+  with open(os.path.join(workdir, LOCK_FILE)) as f:
+    return json.load(f)["pid"]
 
 
 def test_kill_9_then_resume_is_bit_identical(tmp_path, reference):
@@ -52,7 +62,10 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path, reference):
   p.send_signal(signal.SIGKILL)  # no handler can run: whatever is on disk is what is left
   p.wait()
   assert checkpoint_steps(w), "the run was killed before its first checkpoint"
-  train(w, "--config.train.steps=12")
+  assert lock_owner(w) == p.pid  # left behind, naming a process that no longer runs
+  resumed = train(w, "--config.train.steps=12")
+  assert "taking over the stale lock" in resumed.stderr and f"process {p.pid} " in resumed.stderr
+  assert not os.path.exists(os.path.join(w, LOCK_FILE))
   assert rows(w) == rows(reference)
   with open(os.path.join(w, "eval.json")) as f, open(os.path.join(reference, "eval.json")) as g:
     assert json.load(f) == json.load(g)
@@ -68,9 +81,23 @@ def test_sigterm_saves_and_exits_zero(tmp_path, reference):
   while not os.path.exists(os.path.join(w, "metrics.jsonl")) or not rows(w):
     assert time.time() < deadline and p.poll() is None
     time.sleep(0.05)
+  # a second train.py on the same workdir while the first trains (paused, so that it cannot
+  # finish in the meantime): refused in one line, and the first run's files are untouched
+  p.send_signal(signal.SIGSTOP)
+  try:
+    assert p.poll() is None
+    before = rows(w)
+    second = train(w, "--config.train.steps=12", check=False)
+    assert_one_line_error(second, "is being trained by",
+                          f"process {p.pid} on host {socket.gethostname()}")
+    assert len(second.stderr.strip().splitlines()) == 1, second.stderr
+    assert rows(w) == before and lock_owner(w) == p.pid
+  finally:
+    p.send_signal(signal.SIGCONT)
   p.send_signal(signal.SIGTERM)
   out, err = p.communicate(timeout=120)
   assert p.returncode == 0, err
+  assert not os.path.exists(os.path.join(w, LOCK_FILE))  # released on SIGTERM
   if "stopped by SIGTERM" in err:  # (it may have finished all 12 steps before the signal)
     assert "Rerun the same command to resume" in err
     stopped = int(err.split("stopped by SIGTERM at step ")[1].split(";")[0])
@@ -89,6 +116,7 @@ def test_nonfinite_loss_stops_naming_the_step_and_keeps_last_checkpoint(tmp_path
   bad = int(p.stderr.split("at step ")[1].split()[0])
   assert all(s <= bad for s in checkpoint_steps(w))
   assert not os.path.exists(os.path.join(w, "eval.json"))
+  assert not os.path.exists(os.path.join(w, LOCK_FILE))  # released on an error exit
   # the skip option trains through, counting the skipped steps in the metrics
   w2 = str(tmp_path / "skip")
   train(w2, "--config.train.learning_rate=1e30", "--config.train.warmup_steps=0",
@@ -176,3 +204,57 @@ def test_mid_run_checkpoint_holds_its_own_step(tmp_path, reference):
   (meta, leaves), (ref_meta, ref_leaves) = saved(w), saved(reference)
   assert meta == ref_meta
   assert all(np.array_equal(a, b) for a, b in zip(leaves, ref_leaves))
+
+
+# train.py with orbax's save failing as on a full disk: the save of step FAIL_STEP leaves a
+# partial directory (under its temporary name and its final one) and its error, tensorstore's
+# ValueError('RESOURCE_EXHAUSTED: ...'), is raised later, from the manager's next wait, as an
+# asynchronous save's error is
+FULL_DISK = """
+import os, runpy, sys
+import orbax.checkpoint as ocp
+fail, errors = int(os.environ["FAIL_STEP"]), []
+save, wait = ocp.CheckpointManager.save, ocp.CheckpointManager.wait_until_finished
+def failing_save(self, step, *args, **kwargs):
+  if step != fail:
+    return save(self, step, *args, **kwargs)
+  for name in (f"{step}.orbax-checkpoint-tmp-1", str(step)):
+    os.makedirs(os.path.join(str(self.directory), name, "state"))
+    with open(os.path.join(str(self.directory), name, "state", "d"), "wb") as f:
+      f.write(bytes(1000))
+  errors.append(ValueError(f'RESOURCE_EXHAUSTED: Error writing local file "{self.directory}'
+                           f'/{step}/state/d": No space left on device [os_error_code=28]'))
+  return True
+def failing_wait(self):
+  if errors:
+    raise errors.pop()
+  return wait(self)
+ocp.CheckpointManager.save, ocp.CheckpointManager.wait_until_finished = failing_save, failing_wait
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_full_disk_at_a_checkpoint_is_one_line_and_resume_restores_the_one_before(
+    tmp_path, reference):
+  w = str(tmp_path / "run")
+  shutil.copytree(reference, w)  # the reference run back at step 9, to save 12 again
+  shutil.rmtree(os.path.join(w, "checkpoints", "12"))
+  for name in ("eval.json", "summary.json"):
+    os.remove(os.path.join(w, name))
+  args = [f"--config={SMOKE}", f"--workdir={w}", "--progress=false", "--config.train.steps=12"]
+  p = subprocess.run([sys.executable, "-c", FULL_DISK, "train.py", *args], cwd=ROOT,
+                     env=dict(ENV, FAIL_STEP="12"), capture_output=True, text=True, timeout=300)
+  assert_one_line_error(p, "no space left", "checkpoint of step 12", "step 9 is intact",
+                        "rerun the same command")
+  lines = p.stderr.strip().splitlines()  # the line that says it resumed, and the error
+  assert len(lines) == 2 and lines[1].startswith("error: no space left"), p.stderr
+  assert os.listdir(os.path.join(w, "checkpoints")) == ["9"]  # no partial step 12 left
+  assert not os.path.exists(os.path.join(w, "eval.json"))
+  assert not os.path.exists(os.path.join(w, LOCK_FILE))
+  resumed = train(w, "--config.train.steps=12")
+  assert f"resuming from step 9 of {w}" in resumed.stderr
+  assert "unreadable" not in resumed.stderr
+  assert rows(w) == rows(reference)
+  with open(os.path.join(w, "eval.json")) as f, open(os.path.join(reference, "eval.json")) as g:
+    assert json.load(f) == json.load(g)

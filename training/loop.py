@@ -22,7 +22,7 @@ from training.optimizer import learning_rate_schedule, make_optimizer
 from training.state import TrainState
 from training.step import make_train_step
 from training.workdir import describe_changes
-from utils.errors import UserError
+from utils.errors import DiskFullError, UserError, disk_full
 
 
 def progress_bar(total: int, desc: str, enabled: bool = True, initial: int = 0) -> tqdm:
@@ -74,6 +74,21 @@ def stop_requests():
     _ACTIVE.pop()
     for s, h in old.items():
       signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def _disk_full_as_one_line(path: str, step: int, ckpt: Checkpointer):
+  """A full disk while writing the metrics: one line (DiskFullError), saying what a resume
+  restores (it rewrites the rows after that checkpoint)."""
+  try:
+    yield
+  except OSError as e:
+    if not disk_full(e):
+      raise
+    ckpt.wait()  # the save in flight decides which checkpoint is intact
+    raise DiskFullError(
+        f"no space left on the device while writing {path} at step {step}; "
+        f"{ckpt.intact()}. Free space and rerun the same command to resume") from None
 
 
 def fit(config, workdir: str, *, init_params: Callable[[Any], Any], loss_fn: Callable | None,
@@ -150,7 +165,8 @@ def fit(config, workdir: str, *, init_params: Callable[[Any], Any], loss_fn: Cal
           row = {k: v / window for k, v in sums.items()}
           row.update(learning_rate=float(schedule(step - 1)), skipped_steps=skipped,
                      tokens_per_sec=(step - last_step) * tokens_per_step / (now - last_time))
-          writer.write(step, row)
+          with _disk_full_as_one_line(writer.path, step, ckpt):
+            writer.write(step, row)
           # (a window of only skipped steps has no finite loss to show)
           bar.set_postfix(loss=f"{row.get('loss', float('nan')):.3f}",
                           tok_s=f"{row['tokens_per_sec']:.0f}")
@@ -158,10 +174,19 @@ def fit(config, workdir: str, *, init_params: Callable[[Any], Any], loss_fn: Cal
         if step % t.checkpoint_every == 0:
           ckpt.save(step, state, meta_now())
       ckpt.save(step, state, meta_now(), force=True)
-  finally:
+      with _disk_full_as_one_line(writer.path, step, ckpt):
+        writer.flush()
+  except BaseException:
+    # the error in flight is what the user sees; closing after it must not replace it
     bar.close()
-    writer.close()
-    ckpt.close()
+    with contextlib.suppress(Exception):
+      writer.close()
+    with contextlib.suppress(Exception):
+      ckpt.close()
+    raise
+  bar.close()
+  writer.close()
+  ckpt.close()
   if interrupted:
     why = stop["signal"] or f"--stop_after={stop_after}"
     print(f"stopped by {why} at step {step}; checkpoint saved in {workdir}. "

@@ -28,6 +28,7 @@ from training.loop import stop_requests
 from training.tasks import get_task
 from utils.cli import load_config_module
 from utils.errors import UserError
+from utils.lock import workdir_lock
 
 
 @dataclasses.dataclass
@@ -193,7 +194,8 @@ def train_in_process(point: Point, progress: bool) -> tuple[int, str]:
   """(exit code, why it failed) of training the point here, as train.py would."""
   task = get_task(point.config)
   try:
-    text = task.report(task.train(point.config, point.workdir, progress=progress))
+    with workdir_lock(point.workdir):  # as train.py: one trainer per workdir
+      text = task.report(task.train(point.config, point.workdir, progress=progress))
   except UserError as e:
     return 2, str(e)
   if text:

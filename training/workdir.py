@@ -16,6 +16,7 @@ import ml_collections
 
 from model.config import field_defaults
 from training.checkpoint import latest_step
+from utils import lock
 from utils.errors import UserError
 from utils.files import atomic_write_json, read_json
 
@@ -132,12 +133,15 @@ def prepare(workdir: str, config, overwrite: bool = False) -> list:
   A workdir whose config.json differs from this config in a key outside RESUMABLE is refused
   (its checkpoints belong to another experiment), and so is a train.steps below the latest
   checkpoint; overwrite=True deletes the workdir first. Returns [(key, old, new)] of the
-  allowed differences, for the line the loop prints when it resumes.
+  allowed differences, for the line the loop prints when it resumes. A workdir that another
+  process is training (utils/lock.py) is refused before anything is touched; train.py holds
+  the lock itself, and a caller that does not is at least not let into a locked workdir.
   """
+  lock.check(workdir)
   path = os.path.join(workdir, "config.json")
   new = config_to_dict(config)
   if overwrite and os.path.isdir(workdir):
-    shutil.rmtree(workdir)
+    _empty(workdir)
   allowed = []
   if os.path.exists(path):
     allowed, forbidden = config_changes(read_json(path), new)
@@ -151,6 +155,18 @@ def prepare(workdir: str, config, overwrite: bool = False) -> list:
   os.makedirs(workdir, exist_ok=True)
   atomic_write_json(path, new)
   return allowed
+
+
+def _empty(workdir: str) -> None:
+  """Deletes what a workdir holds except its lock (held by this process for the new run)."""
+  for name in os.listdir(workdir):
+    path = os.path.join(workdir, name)
+    if name == lock.LOCK_FILE:
+      continue
+    if os.path.isdir(path) and not os.path.islink(path):
+      shutil.rmtree(path)
+    else:
+      os.remove(path)
 
 
 def _check_steps(workdir: str, steps: int) -> None:

@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 
-from utils.errors import UserError
+from utils.errors import DiskFullError, UserError
 
 
 def _quiet_logs() -> None:
@@ -82,6 +82,14 @@ def run_main(main) -> None:
     _quiet_logs()
     try:
       return main(argv)
+    except DiskFullError as e:
+      print(f"error: {e}", file=sys.stderr)
+      # The background threads of a failed checkpoint save may still be failing, and at
+      # interpreter shutdown each prints a traceback (120 seen); nothing of theirs is needed
+      # (the partial checkpoint is deleted, locks and files are closed): leave at once.
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os._exit(2)
     except UserError as e:
       print(f"error: {e}", file=sys.stderr)
       return 2

@@ -3,6 +3,7 @@
 Everything else is a bug and keeps its traceback. UserError subclasses ValueError so that
 library callers can catch either.
 """
+import errno
 
 
 class UserError(ValueError):
@@ -11,3 +12,27 @@ class UserError(ValueError):
 
 class ConfigError(UserError):
   """A bad or inconsistent config value (refused before anything is compiled)."""
+
+
+class DiskFullError(UserError):
+  """A write failed for want of space (or quota): the message names what was being written,
+  what is intact, and that the same command resumes once space is freed."""
+
+
+# How a full disk reads in an exception: OSError's errno, or tensorstore's status text (orbax
+# checkpoints are written by tensorstore, which raises ValueError('RESOURCE_EXHAUSTED: ...')).
+_NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_NO_SPACE_TEXT = ("RESOURCE_EXHAUSTED", "No space left on device", "Disk quota exceeded")
+
+
+def disk_full(exc: BaseException | None) -> bool:
+  """True when exc, or an exception it was raised from or during, is a full disk."""
+  seen = set()
+  while exc is not None and id(exc) not in seen:
+    seen.add(id(exc))
+    if isinstance(exc, OSError) and exc.errno in _NO_SPACE_ERRNOS:
+      return True
+    if any(t in str(exc) for t in _NO_SPACE_TEXT):
+      return True
+    exc = exc.__cause__ or exc.__context__
+  return False

@@ -5,8 +5,22 @@ import json
 import os
 import tempfile
 
+from utils.errors import DiskFullError, disk_full
+
 
 def atomic_write_text(path: str, text: str) -> None:
+  """Writes a file through a temporary file and a rename; a full disk leaves the file as it
+  was and is one line (DiskFullError)."""
+  try:
+    _write_and_rename(path, text)
+  except OSError as e:
+    if not disk_full(e):
+      raise
+    raise DiskFullError(f"no space left on the device while writing {path}; the file is as "
+                        "it was before. Free space and rerun the same command") from None
+
+
+def _write_and_rename(path: str, text: str) -> None:
   d = os.path.dirname(os.path.abspath(path))
   os.makedirs(d, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(path), suffix=".tmp")
