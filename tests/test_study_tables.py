@@ -215,3 +215,35 @@ def test_long_evaluations_show_a_bar_on_a_terminal_only(tmp_path, monkeypatch):
                                  "128": {"accuracy": 1 / 128}}
     assert ("eval: 100%" in stream.text and "3/3" in stream.text) is shown, stream.text
     assert ("length=128" in stream.text) is shown  # the length in progress
+
+
+def _set_model(workdir, **fields):
+  config = wd.load_config(workdir)
+  config.model.update(fields)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump(wd.config_to_dict(config), f)
+
+
+def test_labels_leave_out_a_key_that_a_finer_one_fixes(tmp_path):
+  # learned rows have their own max_len (the training length), every rope row another:
+  # position alone tells the rows apart, so max_len is not in the labels
+  root = str(tmp_path)
+  rope = [_lay_out(os.path.join(root, "rope"), "standard", s, 0.6) for s in (0, 1)]
+  t5 = [_lay_out(os.path.join(root, "t5"), "standard", s, 0.55) for s in (0, 1)]
+  learned = [_lay_out(os.path.join(root, "learned"), "standard", s, 0.5) for s in (0, 1)]
+  for w in t5:
+    _set_model(w, position="t5")
+  for w in learned:
+    _set_model(w, position="learned", max_len=32)
+  runs = rope + t5 + learned
+  labels = [line.split(" | ")[0] for line in mlm.table(runs).splitlines()[3:]]
+  assert labels == ["| position=rope", "| position=t5", "| position=learned"]
+  # two rows only: position and max_len tell them apart equally well, so both stay
+  labels = [line.split(" | ")[0] for line in mlm.table(rope + learned).splitlines()[3:]]
+  assert labels == ["| max_len=128,position=rope", "| max_len=32,position=learned"]
+  # a rope row with max_len=32 too: max_len no longer follows from position, so it stays
+  short = _lay_out(os.path.join(root, "short"), "standard", 0, 0.4)
+  _set_model(short, max_len=32)
+  labels = [line.split(" | ")[0] for line in mlm.table(runs + [short]).splitlines()[3:]]
+  assert labels == ["| max_len=128,position=rope", "| max_len=128,position=t5",
+                    "| max_len=32,position=learned", "| max_len=32,position=rope"]

@@ -468,15 +468,28 @@ def seed_groups(runs) -> list[list[TableRun]]:
 
 def group_labels(groups) -> list[str]:
   """'key=value,...' of the config values in which the groups differ (model fields without
-  'model.', other keys dotted), as variant strings write them; one group: position, scale."""
+  'model.', other keys dotted), as variant strings write them; one group: position, scale.
+
+  A key whose value follows from one strictly finer key's is left out: it tells the rows
+  apart no further (max_len=64 on the position=learned rows of the length grid, 4096 on all
+  the others, is said by position alone)."""
   keys = sorted({k for g in groups[1:] for k, _, _ in wd.differences(groups[0][0].compared,
                                                                       g[0].compared)})
   if not keys:
     keys = ["model.position", "model.scale"]
   defaults = {f"model.{k}": v for k, v in wd.as_stored(field_defaults()).items()}
-  return [",".join(f"{k.removeprefix('model.')}="
-                   f"{variant_text(g[0].compared.get(k, defaults.get(k)))}" for k in keys)
-          for g in groups]
+  values = {k: [variant_text(g[0].compared.get(k, defaults.get(k))) for g in groups]
+            for k in keys}
+
+  def determines(a, b) -> bool:  # a's value fixes b's, over these groups
+    seen = {}
+    return all(seen.setdefault(x, y) == y for x, y in zip(values[a], values[b]))
+
+  # strictly finer is a strict order, so every key left out is fixed by one that stays
+  keys = [k for k in keys if not any(determines(j, k) and not determines(k, j)
+                                     for j in keys if j != k)]
+  return [",".join(f"{k.removeprefix('model.')}={values[k][i]}" for k in keys)
+          for i in range(len(groups))]
 
 
 def _check_seeds(groups) -> None:
