@@ -50,13 +50,14 @@ def length_figure(rows, title: str, ylabel: str, reference=None):
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(6.5, 4.2))
+  many = len(rows) > 8
+  fig, ax = plt.subplots(figsize=(9.0 if many else 6.5, 4.8 if many else 4.2))
   lengths = sorted({int(n) for _, cells in rows for n in cells})
-  for i, (label, cells) in enumerate(rows):
+  for (label, cells), (color, line) in zip(rows, row_styles([label for label, _ in rows])):
     points = sorted((int(n), mean_std(v)) for n, v in cells.items() if v)
     ax.errorbar([n for n, _ in points], [ms[0] for _, ms in points],
-                yerr=[ms[1] for _, ms in points], color=f"C{i % 10}", marker="o", capsize=3,
-                label=label)
+                yerr=[ms[1] for _, ms in points], color=color, linestyle=line, marker="o",
+                capsize=3, label=label)
   if reference is not None:
     name, values = reference
     points = sorted((int(n), v) for n, v in values.items())
@@ -68,9 +69,30 @@ def length_figure(rows, title: str, ylabel: str, reference=None):
   ax.set_ylabel(ylabel)
   ax.set_title(title)
   ax.grid(alpha=0.3)
-  ax.legend(fontsize="small")
+  if many:  # beside the axes, where it hides no line
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+  else:
+    ax.legend(fontsize="small")
   fig.tight_layout()
   return fig
+
+
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def row_styles(labels) -> list[tuple[str, str]]:
+  """(colour, line style) per row label. Labels 'k1=v1,...,kn=vn' of two or more keys share a
+  colour when they agree on all keys but the last and a line style when they agree on the
+  last (a grid of position x scale: one colour per position, solid / dashed per scale);
+  otherwise one colour per row."""
+  parts = [label.split(",") for label in labels]
+  if len(parts) > 1 and all(len(p) >= 2 and "=" in p[-1] for p in parts):
+    heads = list(dict.fromkeys(",".join(p[:-1]) for p in parts))
+    lasts = list(dict.fromkeys(p[-1] for p in parts))
+    if len(lasts) <= len(LINE_STYLES):
+      return [(f"C{heads.index(','.join(p[:-1])) % 10}",
+               LINE_STYLES[lasts.index(p[-1])]) for p in parts]
+  return [(f"C{i % 10}", "-") for i in range(len(labels))]
 
 
 def length_plot(rows, path: str, title: str, ylabel: str, reference=None) -> None:

@@ -247,3 +247,12 @@ def test_labels_leave_out_a_key_that_a_finer_one_fixes(tmp_path):
   labels = [line.split(" | ")[0] for line in mlm.table(runs + [short]).splitlines()[3:]]
   assert labels == ["| max_len=128,position=rope", "| max_len=128,position=t5",
                     "| max_len=32,position=learned", "| max_len=32,position=rope"]
+
+
+def test_grid_rows_share_a_colour_per_position_and_a_line_style_per_scale():
+  from evaluation.plots import row_styles
+  labels = ["position=rope,scale=logn", "position=rope,scale=standard",
+            "position=t5,scale=logn", "position=t5,scale=standard"]
+  assert row_styles(labels) == [("C0", "-"), ("C0", "--"), ("C1", "-"), ("C1", "--")]
+  # one key: one colour per row, solid
+  assert row_styles(["scale=standard", "scale=logn"]) == [("C0", "-"), ("C1", "-")]
