@@ -43,11 +43,17 @@ configs.common.Grid: the seed varies slowest, so `--only seed=0` is a whole comp
 seed. The table groups the seeds (mean ± std per length); `--baseline` adds paired
 differences with a 95% interval:
 
-  python sweep.py --config configs/mlm_extrapolation.py --sweep grid --root runs/grid --jobs 2
+  # the study's grid (docs/results/mlm_extrapolation.md section 3): 3000 steps, seven
+  # lengths, attention entropy at the end; 9-17 minutes a run on 2 idle cores (RoPE, ALiBi,
+  # NoPE fastest, DeBERTa slowest), about 3.5 hours a seed
   python sweep.py --config configs/mlm_extrapolation.py --sweep grid --root runs/grid \
+      --variant steps=3000,warmup=200,lengths=64+128+256+512+1024+2048+4096,entropy=true
+  python sweep.py --config configs/mlm_extrapolation.py --sweep grid --root runs/grid \
+      --variant steps=3000,warmup=200,lengths=64+128+256+512+1024+2048+4096,entropy=true \
       --slurm runs/grid.sbatch --slurm_time 01:00:00       # then: sbatch runs/grid.sbatch
   python evaluate.py --workdirs runs/grid/* --table --baseline position=rope,scale=standard \
       --plot runs/grid/accuracy.png
+  python evaluate.py --workdirs runs/grid/* --table --entropy --plot runs/grid/entropy.png
 
 Expected result (docs/results/mlm_extrapolation.md): the defaults are the smallest model
 found to attend sharply at 64 within a CPU budget (width 128, 2 layers, 2 heads, MLP 512,
