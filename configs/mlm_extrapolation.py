@@ -44,8 +44,8 @@ seed. The table groups the seeds (mean ± std per length); `--baseline` adds pai
 differences with a 95% interval:
 
   # the study's grid (docs/results/mlm_extrapolation.md section 3): 3000 steps, seven
-  # lengths, attention entropy at the end; 9-17 minutes a run on 2 idle cores (RoPE, ALiBi,
-  # NoPE fastest, DeBERTa slowest), about 3.5 hours a seed
+  # lengths, attention entropy at the end; 8-12 minutes a run on 2 idle cores, training and
+  # evaluation (KERPLE 8, Shaw and DeBERTa 10-12), about 3 hours a seed
   python sweep.py --config configs/mlm_extrapolation.py --sweep grid --root runs/grid \
       --variant steps=3000,warmup=200,lengths=64+128+256+512+1024+2048+4096,entropy=true
   python sweep.py --config configs/mlm_extrapolation.py --sweep grid --root runs/grid \
