@@ -81,7 +81,9 @@ def bare_block_seconds(m, batch: int, length: int, elementwise: bool) -> float:
   return best_time(jax.jit(jax.grad(loss)), params, x, repeats=7, min_time=1.5)
 
 
-def measure(config, length: int, batch: int, vocab_size: int):
+def compiled_train_step(config, length: int, batch: int, vocab_size: int):
+  """(run, compiled): the task's real jitted MLM train step on random tokens, compiled once,
+  and a no-argument call of it that threads the donated state through (for timing)."""
   from model.encoder import MlmModel
   from training import mlm
   from training.optimizer import make_optimizer
@@ -94,14 +96,18 @@ def measure(config, length: int, batch: int, vocab_size: int):
   step = make_train_step(mlm.mlm_loss_fn(model, config.data.mask_rate), tx)
   tokens = np.random.default_rng(0).integers(5, vocab_size, (batch, length)).astype(np.int32)
   key = jax.random.PRNGKey(1)
-  compiled = step.lower(state, tokens, key).compile()  # compiled once: counted and timed
-  flops = compiled_flops(compiled)
+  compiled = step.lower(state, tokens, key).compile()
   holder = {"state": state}
 
-  def run():  # the state is donated: thread it through
+  def run():
     holder["state"], m = compiled(holder["state"], tokens, key)
     return m["loss"]
+  return run, compiled
 
+
+def measure(config, length: int, batch: int, vocab_size: int):
+  run, compiled = compiled_train_step(config, length, batch, vocab_size)
+  flops = compiled_flops(compiled)
   seconds = best_time(run, repeats=7, min_time=1.5)  # a step is ~0.4 s: several per round
   faults = page_faults_per_call(run)
   from data.mlm import num_predictions
