@@ -35,11 +35,12 @@ Variants (combine with commas): init_from=MLM_WORKDIR, train=synthetic|FILE,
 valid=synthetic|FILE, unlabeled=synthetic|FILE (texts for the MLM loss; labels optional),
 format=jsonl|tsv, max_len=N (tokens with [CLS] and [SEP]; the text is cut, the pattern never),
 pattern=TEXT (one {text}, [MASK] slots), labels=A+B+..., words=W+W+... (one per label, each
-as many tokens as the pattern has slots), shots=K (per label; 0 = every training example),
-loss=mlm|labels, unlabeled_weight=X, unlabeled_batch=N, steps=N, batch=N, lr=X, warmup=N,
-seed=N, width=N, layers=N, heads=N, mlp=N, dropout=P (from scratch: the model; with
-init_from only the dropout applies), flags: zero (train.steps=0, shots=0: the MLM
-untouched), smoke (a run of seconds). Any value can also be overridden with --config.a.b=value.
+as many tokens as the pattern has slots), shots=K (per label; 0 = every training example;
+a step takes at most the K x labels shots, whatever batch=N says), loss=mlm|labels,
+unlabeled_weight=X, unlabeled_batch=N, steps=N, batch=N, lr=X, warmup=N, seed=N, width=N,
+layers=N, heads=N, mlp=N, dropout=P (from scratch: the model; with init_from only the
+dropout applies); flags: zero (train.steps=0, shots=0: the MLM untouched), smoke (a run of
+seconds). Any value can also be overridden with --config.a.b=value.
 A word of another token length than the slots, a word outside the vocabulary, a label in
 the data that pet.labels lacks, or fewer than K examples of a label is refused in one line.
 

@@ -230,3 +230,18 @@ def test_zero_shot_an_mlm_pretrained_on_the_reviews_picks_the_right_word(tmp_pat
   with open(f"{workdir}/pet_model.json") as f:
     assert json.load(f)["verbalizer"] == [pretrained.tokenizer.encode(w) for w in
                                           sentiment.WORDS]
+
+
+def test_fewer_shots_than_a_batch_make_every_step_take_all_of_them():
+  config = pet_config.get_config("smoke,shots=2,unlabeled=synthetic,unlabeled_batch=3")
+  config.data.synthetic.num_unlabeled = 10
+  data = pet_task.read_data(config)
+  assert [e.label for e in data.train] == ["negative"] * 2 + ["positive"] * 2
+  assert pet_task.labeled_batch(config, data) == 4 < config.train.batch_size
+  batches = pet_task.Batches(config, TOK, data)
+  for step in range(3):
+    batch = batches.batch(step)
+    assert batch["tokens"].shape == (4, config.data.max_len) and batch["unlabeled"].shape[0] == 3
+    assert sorted(batch["labels"].tolist()) == [0, 0, 1, 1]
+    # the unlabelled texts are [CLS] text [SEP], no pattern, no slot
+    assert not np.any(batch["unlabeled"] == MASK) and np.all(batch["unlabeled"][:, 0] == CLS)

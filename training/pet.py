@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -142,22 +143,12 @@ def train_arrays(config, tokenizer, data: PetData) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Model
 
-def init_params(model: MlmModel, key, length: int):
-  return mlm.init_params(model, key, length)
-
-
-def _mlm_config(init_from: str):
-  """The config of init_from, refused in one line unless it is an MLM workdir."""
+def _pretrained(init_from: str):
+  """(tokenizer, model config, params) of an MLM workdir (anything else refused)."""
   cfg = wd.load_config(init_from)
   if cfg.get("task", "mlm") != "mlm":
     raise ConfigError(f"init_from={init_from!r} is a {cfg.task!r} run; it must be an MLM "
                       "workdir of train.py (or of convert.py)")
-  return cfg
-
-
-def _pretrained(init_from: str):
-  """(tokenizer, model config, params) of an MLM workdir."""
-  cfg = _mlm_config(init_from)
   run = mlm.load(init_from, with_params=False)
   restored = restore_params(init_from, lambda: mlm.init_params(
       run.model, jax.random.PRNGKey(0), cfg.data.train_length), cfg.train)
@@ -238,12 +229,18 @@ def loss_fn(config, model: MlmModel, verbalizer):
   return loss
 
 
+def labeled_batch(config, data: PetData) -> int:
+  """Labelled examples per step: train.batch_size, or every shot when there are fewer
+  (K shots of C labels can be fewer than a batch)."""
+  return min(config.train.batch_size, len(data.train))
+
+
 class Batches:
   """The labelled batch of a step, and with unlabelled texts their batch beside it."""
 
   def __init__(self, config, tokenizer, data: PetData):
     self.labeled = ExampleBatches(train_arrays(config, tokenizer, data),
-                                  config.train.batch_size, config.seed)
+                                  labeled_batch(config, data), config.seed)
     self.unlabeled = None
     if data.unlabeled:
       self.unlabeled = ExampleBatches(
@@ -270,14 +267,19 @@ def train(config, workdir: str, *, overwrite: bool = False, progress: bool = Tru
   save_spec(workdir, spec)
   model = MlmModel(spec.model)
   length = config.data.max_len
-  batch_fn = Batches(config, spec.tokenizer, data).batch if config.train.steps > 0 else None
+  batch_fn = None
+  if config.train.steps > 0:
+    batch_fn = Batches(config, spec.tokenizer, data).batch
+    if labeled_batch(config, data) < config.train.batch_size:
+      print(f"{workdir}: {len(data.train)} training examples, fewer than train.batch_size="
+            f"{config.train.batch_size}: each step takes all of them", file=sys.stderr)
   # jitted: initialising op by op costs seconds of dispatch on a CPU
-  fresh = jax.jit(lambda key: init_params(model, key, length))
+  fresh = jax.jit(lambda key: mlm.init_params(model, key, length))
   pretrained = spec.pretrained
   result = fit(config, workdir,
                init_params=(lambda key: pretrained) if pretrained is not None else fresh,
                loss_fn=loss_fn(config, model, spec.verbalizer), batch_fn=batch_fn,
-               tokens_per_step=config.train.batch_size * length,
+               tokens_per_step=labeled_batch(config, data) * length if data.train else 0,
                progress=progress, stop_after=stop_after, changes=changes)
   evals = None
   if config.eval.at_end and not result.interrupted:
@@ -313,7 +315,7 @@ def load(workdir: str, with_params: bool = True) -> wd.LoadedRun:
   data = dict(verbalizer=np.asarray(saved["verbalizer"], np.int32))
   if not with_params:
     return wd.LoadedRun(config, model, tok, None, None, data)
-  restored = restore_params(workdir, lambda: init_params(
+  restored = restore_params(workdir, lambda: mlm.init_params(
       model, jax.random.PRNGKey(0), config.data.max_len), config.train)
   if restored is None:
     raise UserError(f"{workdir!r} has no checkpoint; train it first")
