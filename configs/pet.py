@@ -50,6 +50,8 @@ other jobs, load average about 11; CPU times, each run's start-up included): the
 zero-shot scores 100.00 on the 1000 synthetic evaluation sentences (chance 50; 6 s) and
 8-shot fine-tuning 100.00 (14 s). From scratch (a fresh width-64 model, 150 steps on 16
 sentences) 8-shot reaches 97.20 (16 s), loss=labels 97.80, unlabeled=synthetic 100.00 (22 s).
+sweep() (from scratch, in process: 51 s of CPU for the 9 runs), mean ± std over seeds 0, 1, 2:
+2 shots 91.27 ± 5.53, 8 shots 98.53 ± 1.22, 32 shots 99.83 ± 0.21.
 The synthetic task is easy by construction (the label is which of two symbol sets a sentence
 uses): it checks the pattern, verbalizer, scoring and fine-tuning, not how good a model is.
 No public few-shot set has been run yet.
