@@ -25,8 +25,8 @@ position=NAME (none, learned, sinusoidal, rope, shaw, xl, t5, deberta, alibi, ke
 encoding in model/positions/, docs/variants.md), rope_layout=interleaved|half,
 rope_scaling=none|pi|ntk|dynamic_ntk|yarn|rerope, rope_factor=F, rerope_window=N, relative_clip=K,
 attention=..., norm=post|pre|rmsnorm, activation=..., width=N, layers=N, heads=N, mlp=N,
-corpus=hongloumeng|synthetic|FILE|GLOB, format=text|jsonl, tokenizer=char|wobert|wordpiece, vocab=N,
-valid=FRACTION, steps=N, seed=N,
+corpus=hongloumeng|synthetic|reviews|FILE|GLOB, format=text|jsonl,
+tokenizer=char|wobert|wordpiece, vocab=N, valid=FRACTION, steps=N, seed=N,
 batch=N, lr=X, warmup=N, length=N, lengths=64+128+256, entropy=true (also measure the attention
 entropy by length at the end), max_len=N, smoke (a run of seconds, for tests).
 position=learned gets a table of the training length (its rows past it would never be
@@ -126,7 +126,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.seed = 0
 
   c.data = ml_collections.ConfigDict(dict(
-      # 'hongloumeng' (shipped, data/texts/), 'synthetic' (generated), a file, or a glob
+      # 'hongloumeng' (shipped, data/texts/), 'synthetic' or 'reviews' (generated), a file,
+      # or a glob
       corpus="hongloumeng",
       format="text",  # text | jsonl
       doc_separator="line",  # text: one document per line, or blank_line

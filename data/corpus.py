@@ -1,6 +1,7 @@
 """Reading corpora into lists of documents, and splitting them into train/valid by document.
 
-A corpus is `synthetic` (the embedded generator), the name of a text shipped with the project
+A corpus is `synthetic` (the embedded generator), `reviews` (the synthetic sentiment task's
+review corpus, data/sentiment.py: an MLM for PET's zero-shot case), the name of a text shipped with the project
 (`EMBEDDED_TEXTS`, in data/texts/), or a file path / glob of UTF-8 plain text
 (`format=text`; documents one per line or separated by blank lines) or JSON lines
 (`format=jsonl`; one document per line in `text_field`). Files ending in .gz, .bz2 or .xz are
@@ -19,7 +20,7 @@ import warnings
 
 import numpy as np
 
-from data import synthetic
+from data import sentiment, synthetic
 from utils.errors import UserError
 
 DOC_SEPARATORS = ("line", "blank_line")
@@ -121,6 +122,8 @@ def load_documents(data_cfg) -> list[str]:
   if spec == "synthetic":
     s = data_cfg.synthetic
     return synthetic.generate(**s.to_dict())
+  if spec == "reviews":
+    return sentiment.review_corpus()
   if data_cfg.format not in FORMATS:
     raise DataError(f"unknown data.format {data_cfg.format!r}; valid names: {list(FORMATS)}")
   docs = []

@@ -46,6 +46,18 @@ def module(name):
   return out
 
 
+def call_main(name, *args):
+  """Script `name`'s main() in this process with these command-line arguments (its flags
+  parsed, and unparsed afterwards); returns its exit code."""
+  from absl import flags
+  script = module(name)
+  flags.FLAGS([f"{name}.py", *args])
+  try:
+    return script.main([f"{name}.py"])
+  finally:
+    flags.FLAGS.unparse_flags()
+
+
 def metric_rows(workdir):
   """metrics.jsonl without the wall-clock fields, for comparing two runs."""
   with open(os.path.join(workdir, "metrics.jsonl")) as f:

@@ -7,7 +7,6 @@ import entry_points
 import jax
 import numpy as np
 import pytest
-from absl import flags
 from entry_points import run
 
 from configs import ner_globalpointer
@@ -75,12 +74,7 @@ def test_evaluate_py_scores_the_workdir_again_and_tabulates(trained, capsys):
   # evaluate.py's main with its flags, in this process (a subprocess would add seconds of
   # start-up to the same code): it loads the checkpoint and scores it again, in train.py's words
   os.remove(os.path.join(workdir, ner_task.EVAL_FILE))
-  evaluate = entry_points.module("evaluate")
-  flags.FLAGS(["evaluate.py", "--workdir", workdir])
-  try:
-    assert evaluate.main(["evaluate.py"]) == 0
-  finally:
-    flags.FLAGS.unparse_flags()
+  assert entry_points.call_main("evaluate", "--workdir", workdir) == 0
   assert capsys.readouterr().out == f"{workdir}: {out.stdout}"
   assert ner_task.evaluate(workdir) == saved  # written again, and now reused
   text = ner_task.TASK.table([workdir, workdir])

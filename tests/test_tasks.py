@@ -14,7 +14,7 @@ import pytest
 from configs import contrastive_batch, mlm_extrapolation
 from evaluation.tables import seed_table
 from model.config import field_defaults
-from training import contrastive, mlm, ner, tasks
+from training import contrastive, mlm, ner, pet, tasks
 from training import workdir as wd
 from utils.errors import ConfigError, UserError
 
@@ -23,15 +23,16 @@ MEMBERS = ("name", "eval_options", "check_config", "train", "evaluate", "describ
 
 
 def test_registry_finds_the_task_modules_and_refuses_unknown_names():
-  assert tasks.task_names() == ("contrastive", "mlm", "ner")
+  assert tasks.task_names() == ("contrastive", "mlm", "ner", "pet")
   assert tasks.get_task(mlm_extrapolation.get_config("smoke")) is mlm.TASK
   assert tasks.get_task(contrastive_batch.get_config("smoke")) is contrastive.TASK
   with pytest.raises(ConfigError, match=r"unknown task 'mlm2'; valid names: \['contrastive', "
-                     r"'mlm', 'ner'\]"):
+                     r"'mlm', 'ner', 'pet'\]"):
     tasks.task_by_name("mlm2")
 
 
-@pytest.mark.parametrize("task", [mlm.TASK, contrastive.TASK, ner.TASK], ids=lambda t: t.name)
+@pytest.mark.parametrize("task", [mlm.TASK, contrastive.TASK, ner.TASK, pet.TASK],
+                         ids=lambda t: t.name)
 def test_every_task_implements_the_interface(task):
   assert isinstance(task, tasks.Task)
   for member in MEMBERS:

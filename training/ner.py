@@ -180,20 +180,11 @@ def score(workdir: str, run: wd.LoadedRun) -> dict:
   return result
 
 
-def _saved(workdir: str, step) -> dict | None:
-  path = os.path.join(workdir, EVAL_FILE)
-  saved = read_json(path) if os.path.exists(path) else None
-  return saved if saved is not None and saved.get("step") == step else None
-
-
 def evaluate(workdir: str, *, plot=None, title=None) -> dict:
   """evaluate.py --workdir: entity F1 of the latest checkpoint on the run's validation set
   (the saved result when it is for that checkpoint)."""
   del plot, title  # options of the table
-  if not os.path.isdir(workdir):
-    raise UserError(f"workdir {workdir!r} does not exist")
-  saved = _saved(workdir, latest_step(workdir))
-  return saved if saved is not None else score(workdir, load(workdir))
+  return wd.latest_result(workdir, EVAL_FILE, lambda: score(workdir, load(workdir)))
 
 
 def describe(workdir: str, evaluation: dict) -> str:
@@ -202,10 +193,7 @@ def describe(workdir: str, evaluation: dict) -> str:
 
 def finished(workdir: str, config=None) -> bool:
   """config's run is in workdir, at config.train.steps, with its end-of-run evaluation."""
-  if not wd.reached(workdir, config):
-    return False
-  config = config or wd.load_config(workdir)
-  return not config.eval.at_end or _saved(workdir, config.train.steps) is not None
+  return wd.finished_with(workdir, config, EVAL_FILE)
 
 
 COLUMNS = {"precision": "P", "recall": "R", "f1": "F1"}  # (seed_table sorts them: F1, P, R)

@@ -198,3 +198,32 @@ def reached(workdir: str, config=None) -> bool:
   else:
     new = saved
   return latest_step(workdir) == new["train"]["steps"]
+
+
+# ---------------------------------------------------------------------------------------------
+# A task whose evaluation is one result file for one checkpoint (ner, pet)
+
+def saved_result(workdir: str, filename: str, step) -> dict | None:
+  """DIR/filename's result if it is for this checkpoint step (its 'step' field), else None."""
+  path = os.path.join(workdir, filename)
+  saved = read_json(path) if os.path.exists(path) else None
+  return saved if saved is not None and saved.get("step") == step else None
+
+
+def latest_result(workdir: str, filename: str, score) -> dict:
+  """The saved result of the latest checkpoint, or score() (which saves it) when there is
+  none for that checkpoint."""
+  if not os.path.isdir(workdir):
+    raise UserError(f"workdir {workdir!r} does not exist")
+  saved = saved_result(workdir, filename, latest_step(workdir))
+  return saved if saved is not None else score()
+
+
+def finished_with(workdir: str, config, filename: str) -> bool:
+  """config's run is in workdir (the workdir's own config when None), at config.train.steps,
+  with its end-of-run result in DIR/filename when eval.at_end asks for one."""
+  if not reached(workdir, config):
+    return False
+  config = config or load_config(workdir)
+  return not config.eval.at_end or saved_result(workdir, filename,
+                                                config.train.steps) is not None
