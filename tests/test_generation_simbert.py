@@ -165,6 +165,18 @@ def test_generation_options_that_do_not_fit_are_refused_in_one_line(trained, tmp
   with pytest.raises(UserError, match="trained with data.signal=supervised, without a "
                      "language-model head; --generate needs a run trained with signal=simbert"):
     contrastive.evaluate(other, generate=1, text=["abcd"])
+  # a model the cache cannot decode, refused before a checkpoint is looked for (it has none)
+  shaw = str(tmp_path / "shaw")
+  config = contrastive_batch.get_config("smoke,signal=simbert,pairing=all")
+  config.model.position = "shaw"
+  wd.prepare(shaw, config)
+  tok = CharTokenizer.train(["abcd"])
+  tok.save(shaw)
+  cfg = ModelConfig.for_run(config.model.to_dict(), vocab_size=tok.vocab_size, train_length=24)
+  atomic_write_json(os.path.join(shaw, contrastive.MODEL_FILE),
+                    {"model": dataclasses.asdict(cfg), "tokenizer": tok.kind})
+  with pytest.raises(UserError, match="^position=shaw cannot decode with a key/value cache"):
+    contrastive.evaluate(shaw, generate=1, text=["abcd"])
 
 
 def test_candidates_are_distinct_and_ranked_by_cosine_similarity():

@@ -31,6 +31,7 @@ from evaluation.plots import batch_plot
 from evaluation.sts import make_embedder, sts_spearman
 from evaluation.tables import seed_table
 from generation import similar
+from generation.seq2seq import check_decodable, prompt_length
 from generation.strategies import Strategy
 from model.config import ModelConfig
 from model.encoder import MlmModel
@@ -516,7 +517,7 @@ def generate_similar(workdir: str, count: int, *, inputs=None, text=None, strate
   """evaluate.py --generate N: for each input sentence (--inputs FILE, --text), up to N
   distinct generated similar sentences ranked by the model's own embedding (nothing saved)."""
   config = wd.load_config(workdir)
-  if config.get("task") == "contrastive" and config.data.signal != "simbert":
+  if config.data.signal != "simbert":
     raise UserError(f"{workdir} was trained with data.signal={config.data.signal}, without a "
                     "language-model head; --generate needs a run trained with signal=simbert")
   how = generation_strategy(count, strategy, top_k, top_p, temperature, beam_width)
@@ -528,6 +529,9 @@ def generate_similar(workdir: str, count: int, *, inputs=None, text=None, strate
     max_new = (config.data.max_len - 3) // 2 + 1
   if max_new < 1:
     raise UserError(f"--max_new must be at least 1, got {max_new}")
+  # a model the cache cannot decode is refused before its checkpoint is read
+  check_decodable(load(workdir, with_params=False).model,
+                  prompt_length(config.data.max_len) + max_new)
   run = load(workdir)
   embed = make_embedder(run.model, run.params, run.tokenizer, config.data.max_len,
                         config.eval.batch_size, project=config.sentence.eval_projection)
