@@ -21,6 +21,16 @@ eval.sts / eval.split / whitening):
   python evaluate.py --workdir DIR [--sts FILE|synthetic] [--sts_split dev] [--whitening_k K]
   python evaluate.py --workdirs runs/cb/* --table [--plot spearman_vs_batch.png]
       # mean ± std over seeds: loss x accumulation (rows) by batch size (columns)
+SimBERT runs (contrastive, data.signal=simbert): similar sentences generated from each input
+(segment A) and ranked by the cosine similarity of the model's own sentence embeddings:
+  python evaluate.py --workdir DIR --generate N [--inputs FILE] [--text "..." --text ...]
+      [--strategy greedy|sample|beam] [--top_k K] [--top_p P] [--temperature T]
+      [--beam_width W] [--max_new M] [--seed S]
+      # inputs: the file's lines (one sentence each), then each --text; the distinct candidates
+      # among N, most similar first; greedy: one candidate; sample: N samples (top_k 0 and
+      # top_p 1 filter nothing); beam: the
+      # N best of W >= N beams (default W = N), length-normalised; max_new counts the [SEP]
+      # (default: the length of a sentence in the run's training pairs); nothing is saved
 
 A saved evaluation that is for the run's latest checkpoint (and covers what is asked) is not
 computed again. An option of another task than the runs' is refused, and so is a table that
@@ -61,11 +71,26 @@ flags.DEFINE_integer("whitening_k", None, "Contrastive: BERT-whitening keeping k
                      "(0 = all); fitted on the evaluation sentences by default.")
 flags.DEFINE_string("whitening_corpus", None, "Contrastive: fit the whitening on these "
                     "sentences (one per line) instead.")
+flags.DEFINE_integer("generate", None, "Contrastive, signal=simbert: print up to N distinct "
+                     "generated similar sentences per input, ranked by cosine similarity.")
+flags.DEFINE_string("inputs", None, "--generate: input sentences, one per line.")
+flags.DEFINE_multi_string("text", [], "--generate: an input sentence (repeatable).")
+flags.DEFINE_enum("strategy", "greedy", ["greedy", "sample", "beam"], "--generate: decoding "
+                  "strategy (greedy: one candidate).")
+flags.DEFINE_integer("top_k", 0, "--generate, sample: only the k most probable tokens (0: all).")
+flags.DEFINE_float("top_p", 1.0, "--generate, sample: only the nucleus of probability p (1: "
+                   "all).")
+flags.DEFINE_float("temperature", 1.0, "--generate, sample: softmax temperature.")
+flags.DEFINE_integer("beam_width", None, "--generate, beam: beams kept (default: N).")
+flags.DEFINE_integer("max_new", None, "--generate: most tokens generated per candidate, its "
+                     "[SEP] included (default: what the run's pairs held).")
+flags.DEFINE_integer("seed", 0, "--generate, sample: random seed.")
 flags.DEFINE_string("plot", None, "Also save the table's plot here (MLM: the metric vs length; "
                     "contrastive: Spearman vs batch).")
 flags.DEFINE_string("title", None, "Title of the plot (default: what the table shows).")
 OPTIONS = ("lengths", "metric", "entropy", "model_override", "baseline", "sts", "sts_split",
-           "whitening_k", "whitening_corpus", "plot", "title")
+           "whitening_k", "whitening_corpus", "plot", "title", "generate", "inputs", "text",
+           "strategy", "top_k", "top_p", "temperature", "beam_width", "max_new", "seed")
 # options every task's table() takes, whether or not its eval_options lists them
 TABLE_OPTIONS = ("plot", "title")
 # display options: passed to the tasks that list them, ignored by the others

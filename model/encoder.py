@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from model.activations import get_activation
+from model.attention import cache
 from model.attention.layer import MultiHeadAttention
 from model.config import ModelConfig, require_mask
 from model.dropout import Dropout
@@ -88,11 +89,7 @@ class Encoder(nn.Module):
     n = tokens.shape[1]
     # static (numpy): position tables (RoPE's cos/sin, sinusoids) become compile-time constants
     positions = np.arange(n)
-    x = self.token_embed(tokens).astype(jnp.dtype(cfg.dtype))
-    if self.token_type_embed is not None:  # as BERT: (token + type) + position
-      x = x + self.token_type_embed(jnp.zeros((1, 1), jnp.int32)).astype(x.dtype)
-    if self.position_embed is not None:
-      x = self.position_embed(x, positions)
+    x = self.embed(tokens, positions, deterministic)
     if mask is None:
       mask = padding_mask(valid)
       if cfg.causal:
@@ -102,22 +99,52 @@ class Encoder(nn.Module):
       if segment_ids is not None:  # UniLM: segment A bidirectional, segment B left-to-right
         require_mask(cfg, "any")
         mask = mask & unilm_mask(segment_ids)
+    layers = []  # each block's output, for return_layers
+    x = self.blocks_and_norm(x, mask, positions, deterministic, self.shared_terms(positions),
+                             layers)
+    return (x, layers) if return_layers else x
+
+  def embed(self, tokens, positions, deterministic: bool):
+    """The blocks' input: token (+ type) (+ absolute position) embeddings, normalised
+    (post-LN), dropped out and projected to the width."""
+    cfg = self.cfg
+    x = self.token_embed(tokens).astype(jnp.dtype(cfg.dtype))
+    if self.token_type_embed is not None:  # as BERT: (token + type) + position
+      x = x + self.token_type_embed(jnp.zeros((1, 1), jnp.int32)).astype(x.dtype)
+    if self.position_embed is not None:
+      x = self.position_embed(x, positions)
     if cfg.norm == "post":
       x = self.final_norm(x)
     x = self.dropout(x, deterministic=deterministic)
     if self.embed_project is not None:  # after the norm and dropout, as RoFormer
       x = self.embed_project(x)
-    shared = None
-    if self.relative_position is not None:  # computed once, used by every layer
-      terms = self.relative_position(positions, positions, cfg.causal)
-      shared = term_arrays(checked_terms(get_position(cfg.position), terms, cfg))
-    layers = []  # each block's output, for return_layers
+    return x
+
+  def shared_terms(self, positions):
+    """The terms of a position module that serves every layer (T5's table), or None."""
+    if self.relative_position is None:
+      return None
+    terms = self.relative_position(positions, positions, self.cfg.causal)
+    return term_arrays(checked_terms(get_position(self.cfg.position), terms, self.cfg))
+
+  def blocks_and_norm(self, x, mask, positions, deterministic, shared, layers=None):
+    """Every block (each output appended to `layers`), then the final norm (pre-norm)."""
     for block in self.blocks:
       x = block(x, mask, positions, deterministic, shared)
-      layers.append(x)
-    if cfg.norm != "post":
-      x = self.final_norm(x)
-    return (x, layers) if return_layers else x
+      if layers is not None:
+        layers.append(x)
+    return x if self.cfg.norm == "post" else self.final_norm(x)
+
+  def decode(self, tokens, at, mask):
+    """A decoding step (model/attention/cache.py): hidden states [b, 1, width] of tokens
+    [b, 1] at positions at [b, 1], attending to the cached slots of mask [b, 1, 1, K]. The
+    cache is the 'cache' collection that a forward pass over the K slots filled."""
+    embed = lambda t, positions: self.embed(t, positions, True)
+    if self.position_embed is None:
+      x = embed(tokens, at)
+    else:  # the embedding the full pass computes at that position (its static table)
+      x = cache.at_slots(embed, tokens, at, mask.shape[-1])
+    return self.blocks_and_norm(x, mask, at, True, self.shared_terms(cache.slots(mask)))
 
   def attend(self, h):
     """Logits against the (tied) token embedding table: the product in the compute dtype,

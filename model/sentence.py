@@ -78,6 +78,11 @@ class SentenceEncoder(nn.Module):
     pooled, final = self.encode(tokens, valid, deterministic, segment_ids=segment_ids)
     return pooled, self.lm_logits(final)
 
+  def decode(self, tokens, at, mask):
+    """SimBERT generation (generation/): next-token logits [b, 1, V] of a decoding step of
+    tokens [b, 1] at positions at [b, 1] against the key/value cache (Encoder.decode)."""
+    return self.lm_logits(self.encoder.decode(tokens, at, mask))
+
   def lm_logits(self, hidden):
     return head_logits(self.cfg, self.encoder, self.head_dense, self.head_norm,
                        self.output_bias, hidden)

@@ -13,8 +13,8 @@ import ast
 import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGES = ("configs", "data", "model", "objectives", "training", "evaluation", "interop",
-            "utils")
+PACKAGES = ("configs", "data", "model", "objectives", "training", "evaluation", "generation",
+            "interop", "utils")
 
 
 def library_modules() -> dict[str, str]:
@@ -102,11 +102,16 @@ def test_no_import_cycles_among_library_modules():
 # (model, params, data), so it never reaches into training/; the model knows nothing of data,
 # losses or loops.
 FORBIDDEN = {
-    "utils": ("configs", "data", "model", "objectives", "training", "evaluation", "interop"),
-    "data": ("configs", "model", "objectives", "training", "evaluation", "interop"),
-    "model": ("configs", "data", "objectives", "training", "evaluation", "interop"),
-    "objectives": ("configs", "data", "training", "evaluation", "interop"),
+    "utils": ("configs", "data", "model", "objectives", "training", "evaluation", "generation",
+              "interop"),
+    "data": ("configs", "model", "objectives", "training", "evaluation", "generation",
+             "interop"),
+    "model": ("configs", "data", "objectives", "training", "evaluation", "generation",
+              "interop"),
+    "objectives": ("configs", "data", "training", "evaluation", "generation", "interop"),
     "evaluation": ("configs", "training", "interop"),
+    # decoding is a function of (model, params, prompts), as evaluation is
+    "generation": ("configs", "training", "evaluation", "interop"),
     # checkpoint conversion builds workdirs through training/; nothing builds on it
     "configs": ("interop",),
     "training": ("interop",),

@@ -30,6 +30,9 @@ from data.tokenizers import PAD, build_tokenizer, load_tokenizer
 from evaluation.plots import batch_plot
 from evaluation.sts import make_embedder, sts_spearman
 from evaluation.tables import seed_table
+from generation import similar
+from generation.seq2seq import check_decodable, prompt_length
+from generation.strategies import Strategy
 from model.config import ModelConfig
 from model.encoder import MlmModel
 from model.sentence import SentenceEncoder, get_pooling
@@ -454,12 +457,18 @@ def _saved(workdir: str, step, options: dict) -> dict | None:
 
 
 def evaluate(workdir: str, *, sts=None, sts_split=None, whitening_k=None, whitening_corpus=None,
-             plot=None, title=None) -> dict:
+             plot=None, title=None, generate=None, **generation) -> dict:
   """evaluate.py --workdir: STS Spearman of the latest checkpoint, on the run's configured
-  STS set unless another is given; the saved result is reused if it is for that checkpoint."""
+  STS set unless another is given; the saved result is reused if it is for that checkpoint.
+  generate=N: similar sentences of a simbert run instead (generate_similar)."""
   del plot, title  # options of the table
   if not os.path.isdir(workdir):
     raise UserError(f"workdir {workdir!r} does not exist")
+  if generate is not None:
+    return generate_similar(workdir, generate, **generation)
+  if generation:
+    raise UserError(f"--{sorted(generation)[0]} is an option of --generate N (similar-sentence "
+                    "generation); add --generate N")
   options = evaluation_options(wd.load_config(workdir), sts, sts_split, whitening_k,
                                whitening_corpus)
   saved = _saved(workdir, latest_step(workdir), options)
@@ -467,7 +476,81 @@ def evaluate(workdir: str, *, sts=None, sts_split=None, whitening_k=None, whiten
 
 
 def describe(workdir: str, evaluation: dict) -> str:
+  if "generations" in evaluation:
+    return (f"{workdir}: similar sentences at step {evaluation['step']} ({evaluation['how']}), "
+            f"by cosine similarity to the input\n{similar.describe(evaluation['generations'])}")
   return f"{workdir}: {_line(evaluation)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# SimBERT's similar-sentence generation
+
+GENERATION_OPTIONS = ("inputs", "text", "strategy", "top_k", "top_p", "temperature",
+                      "beam_width", "max_new", "seed")
+
+
+def generation_strategy(count: int, strategy: str = "greedy", top_k: int = 0,
+                        top_p: float = 1.0, temperature: float = 1.0,
+                        beam_width=None) -> Strategy:
+  """The decoding strategy of evaluate.py's options, refusing what does not fit together."""
+  if count < 1:
+    raise UserError(f"--generate N needs N >= 1 candidates per input, got {count}")
+  if strategy == "greedy" and count > 1:
+    raise UserError(f"greedy decoding gives one candidate per input, not {count}; use "
+                    "--strategy sample or --strategy beam for --generate N > 1")
+  if strategy != "sample" and (top_k or top_p != 1.0 or temperature != 1.0):
+    raise UserError(f"--top_k, --top_p and --temperature apply to --strategy sample, not "
+                    f"{strategy}")
+  if strategy != "beam" and beam_width is not None:
+    raise UserError(f"--beam_width applies to --strategy beam, not {strategy}")
+  width = count if beam_width is None else beam_width
+  if strategy == "beam" and width < count:
+    raise UserError(f"--beam_width {width} keeps fewer beams than the {count} candidates "
+                    "asked for; use --beam_width >= N")
+  return Strategy(strategy, temperature=temperature, top_k=top_k, top_p=top_p,
+                  width=width).check()
+
+
+def generate_similar(workdir: str, count: int, *, inputs=None, text=None, strategy="greedy",
+                     top_k=0, top_p=1.0, temperature=1.0, beam_width=None, max_new=None,
+                     seed=0) -> dict:
+  """evaluate.py --generate N: for each input sentence (--inputs FILE, --text), up to N
+  distinct generated similar sentences ranked by the model's own embedding (nothing saved)."""
+  config = wd.load_config(workdir)
+  if config.data.signal != "simbert":
+    raise UserError(f"{workdir} was trained with data.signal={config.data.signal}, without a "
+                    "language-model head; --generate needs a run trained with signal=simbert")
+  how = generation_strategy(count, strategy, top_k, top_p, temperature, beam_width)
+  sentences = (read_sentences(inputs) if inputs else []) + list(text or [])
+  if not sentences:
+    raise UserError("--generate needs input sentences: --inputs FILE (one per line) or "
+                    "--text 'a sentence' (repeatable)")
+  if max_new is None:  # what segment B held in training: a sentence's tokens and its [SEP]
+    max_new = (config.data.max_len - 3) // 2 + 1
+  if max_new < 1:
+    raise UserError(f"--max_new must be at least 1, got {max_new}")
+  # a model the cache cannot decode is refused before its checkpoint is read
+  check_decodable(load(workdir, with_params=False).model,
+                  prompt_length(config.data.max_len) + max_new)
+  run = load(workdir)
+  embed = make_embedder(run.model, run.params, run.tokenizer, config.data.max_len,
+                        config.eval.batch_size, project=config.sentence.eval_projection)
+  results = similar.similar_sentences(
+      run.model, run.params, run.tokenizer, sentences, embed, count=count,
+      max_len=config.data.max_len, max_new=max_new, strategy=how, seed=seed)
+  return {"step": int(run.step), "how": describe_strategy(how, count, max_new),
+          "generations": results}
+
+
+def describe_strategy(how: Strategy, count: int, max_new: int) -> str:
+  if how.name == "greedy":
+    what = "greedy"
+  elif how.name == "beam":
+    what = f"beam search, width {how.width}, best {count}"
+  else:
+    what = (f"{count} samples, temperature {how.temperature:g}, top_k {how.top_k or 'all'}, "
+            f"top_p {how.top_p:g}")
+  return f"{what}, at most {max_new} tokens"
 
 
 def finished(workdir: str, config=None) -> bool:
@@ -597,9 +680,12 @@ def budget_line(rows, column: str) -> str:
 
 
 def table(workdirs, *, sts=None, sts_split=None, whitening_k=None, whitening_corpus=None,
-          plot=None, title=None) -> str:
+          plot=None, title=None, **generation) -> str:
   """STS Spearman x100, mean ± std over seeds, by loss, accumulation and the varying study axes
   (rows) and batch or temperature (columns); plot: also save Spearman against the column."""
+  if generation:
+    raise UserError(f"--{sorted(generation)[0]} generates from one workdir: pass --workdir DIR "
+                    "without --table")
   rows = [_study_row(d, evaluate(d, sts=sts, sts_split=sts_split, whitening_k=whitening_k,
                                  whitening_corpus=whitening_corpus)) for d in workdirs]
   column, labels = study_layout(rows)
@@ -622,4 +708,5 @@ def table(workdirs, *, sts=None, sts_split=None, whitening_k=None, whitening_cor
 
 
 TASK = ModuleTask.of(__name__, name="contrastive", eval_options=(
-    "sts", "sts_split", "whitening_k", "whitening_corpus", "plot", "title"))
+    "sts", "sts_split", "whitening_k", "whitening_corpus", "plot", "title", "generate",
+    *GENERATION_OPTIONS))

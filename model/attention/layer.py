@@ -6,7 +6,7 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
-from model.attention import get_attention
+from model.attention import cache, get_attention
 from model.attention.base import AttentionInputs
 from model.attention.fused import implementation
 from model.attention.softmax import entropy_sums
@@ -31,6 +31,10 @@ class MultiHeadAttention(nn.Module):
   shared: the position terms of an encoding whose one module serves every layer
   (PositionVariant.shared, e.g. T5's bias table), as the arrays the Encoder computed once;
   without them the layer builds its own relative module (`relative_position`).
+
+  Decoding (model/attention/cache.py): a pass with the 'cache' collection mutable stores the
+  keys and values; once they exist, a call is a decoding step of x [b, 1, width] at
+  positions [b, 1] with a mask [b, 1, 1, K] over the cached slots.
   """
   cfg: "ModelConfig"  # noqa: F821 (model/config.py)
 
@@ -49,12 +53,19 @@ class MultiHeadAttention(nn.Module):
     position, kernel = get_position(cfg.position), get_attention(cfg.attention)
     for variant in (position, kernel, scale):  # fields the task fills in are resolved by now
       variant.build_check(cfg)
+    decoding = self.has_variable("cache", "key")
+    # a decoding step's terms are the full pass's over every slot, at the query's row
+    term_positions = cache.slots(mask) if decoding else positions
     terms = NO_TERMS
     if shared is not None:
       terms = RelativeTerms(**shared)
     elif position.relative:  # its parameters sit under one readable name, whichever encoding
       module = position.relative(cfg).clone(parent=self, name="relative_position")
-      terms = checked_terms(position, module(positions, positions, cfg.causal), cfg)
+      terms = checked_terms(position, module(term_positions, term_positions, cfg.causal), cfg)
+    if decoding:
+      q, k, v, terms = cache.step(self, q, k, v, positions, terms)
+    elif self.is_mutable_collection("cache") and not self.is_initializing():
+      cache.store(self, k, v, terms, positions)
     lam = scale.factor(scale_argument(scale, mask, positions), d, cfg)
 
     def dropout(p):
