@@ -28,7 +28,8 @@ from test_mesh import close
 from training.tasks import get_task
 
 CONFIG = "configs/mlm_extrapolation.py:smoke"
-LONG = {"train.steps": 100000, "train.log_every": 1, "train.checkpoint_every": 100000,
+# one layer: half the compilation of the smoke model's two, in each of three processes
+LONG = {"model.num_layers": 1, "train.steps": 100000, "train.log_every": 1, "train.checkpoint_every": 100000,
         "eval.at_end": False}
 
 

@@ -9,9 +9,10 @@ The rule reads only an array's shape, so a parameter and its Adam moments get th
 
 Everything else (the step counter, the seed key, the metrics) is replicated. Under jit, XLA's
 partitioner (GSPMD) inserts the collectives: an all-gather of an fsdp-sharded kernel before it
-is used, a reduce-scatter of its gradient, the gather of the embeddings that a contrastive
+is used, the reduction of its gradient, the gather of the embeddings that a contrastive
 loss needs from every device. The model code is unchanged: the mesh axes are of type Auto
-(named explicitly), because Explicit axes would require a sharding on every einsum's output.
+(named explicitly): with Explicit axes an einsum whose operands are split in conflicting ways
+(a batch-split activation times an fsdp-split kernel) must be told its output's sharding.
 
 The batch is the same global batch for any device count (the data pipeline is a function of
 the step), so a run's losses do not depend on how many devices it runs on.
