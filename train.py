@@ -10,6 +10,8 @@ training/workdir.py's RESUMABLE) continues a finished run from its last checkpoi
 """
 from __future__ import annotations
 
+import os
+
 from absl import flags
 from ml_collections import config_flags
 
@@ -23,21 +25,36 @@ _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
 _STOP_AFTER = flags.DEFINE_integer(
     "stop_after", None, "Stop after this many steps of this process, with a checkpoint, as a "
     "preempted job would; the same command continues the run.")
+# several processes (hosts) training one run (training/distributed.py); default: the usual
+# environment variables (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID), else one
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "host:port of process 0, for a run of several processes.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes of the run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (0: the primary).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv) -> int:
   del argv
   # imported here, after absl has parsed the flags: a bad flag fails before JAX loads
+  import contextlib
+
   from utils.lock import workdir_lock
+  primary = True
+  if _COORDINATOR.value or _NUM_PROCESSES.value or _PROCESS_ID.value is not None or any(
+      k in os.environ for k in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES")):
+    from training import distributed
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    primary = distributed.is_primary()
   # one trainer per workdir: a second is refused in one line before it touches anything (and
-  # before the task's imports); a workdir that the lock created is removed if left empty
-  with workdir_lock(_WORKDIR.value):
+  # before the task's imports); a workdir that the lock created is removed if left empty. In
+  # a run of several processes the primary holds it for all.
+  with workdir_lock(_WORKDIR.value) if primary else contextlib.nullcontext():
     from training.tasks import get_task
     task = get_task(_CONFIG.value)
     result = task.train(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value,
                         progress=_PROGRESS.value, stop_after=_STOP_AFTER.value)
-  text = task.report(result)
+  text = task.report(result) if primary else ""
   if text:
     print(text)
   return 0

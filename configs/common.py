@@ -14,6 +14,7 @@ import itertools
 import ml_collections
 
 from model.config import field_defaults
+from training.sharding import DEFAULTS as MESH_DEFAULTS
 from utils.errors import ConfigError
 
 # optimizer and loop settings the experiments share; each adds its own steps, batch, rates
@@ -42,6 +43,13 @@ def train_section(**fields) -> ml_collections.ConfigDict:
   """The experiment's train fields (steps, batch_size, learning_rate, warmup_steps, schedule:
   cosine | linear | constant after warmup, cadence) on top of TRAIN_DEFAULTS."""
   return ml_collections.ConfigDict(dict(TRAIN_DEFAULTS, **fields))
+
+
+def mesh_section() -> ml_collections.ConfigDict:
+  """The device mesh (training/sharding.py): mesh.data x mesh.fsdp devices; the batch is split
+  over both, parameters and optimizer state over fsdp. mesh.data=0: every device fsdp leaves
+  (the default puts all devices on data)."""
+  return ml_collections.ConfigDict(MESH_DEFAULTS)
 
 
 @dataclasses.dataclass(frozen=True)

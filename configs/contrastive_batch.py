@@ -111,7 +111,7 @@ import itertools
 import ml_collections
 
 from configs import variants
-from configs.common import Grid, model_section, train_section
+from configs.common import Grid, mesh_section, model_section, train_section
 
 SHORTCUTS = {
     "loss": "loss.name",
@@ -245,6 +245,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       at_end=True,
   ))
 
+  c.mesh = mesh_section()
   return variants.apply(c, variants.parse(arg), SHORTCUTS, {"smoke": smoke, "budget": budget})
 
 

@@ -74,7 +74,7 @@ from __future__ import annotations
 import ml_collections
 
 from configs import variants
-from configs.common import Grid, model_section, train_section
+from configs.common import Grid, mesh_section, model_section, train_section
 
 SHORTCUTS = {
     "scale": "model.scale",
@@ -172,6 +172,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   ))
 
   options = variants.parse(arg)
+  c.mesh = mesh_section()
   c = variants.apply(c, options, SHORTCUTS, {"smoke": smoke})
   # Synthesizers ignore q.k, so the default RoPE cannot apply; unless a position is named they
   # get learned positions (bound to model.max_len, like the synthesizer itself).

@@ -42,7 +42,7 @@ from __future__ import annotations
 import ml_collections
 
 from configs import variants
-from configs.common import Grid, model_section, train_section
+from configs.common import Grid, mesh_section, model_section, train_section
 
 SHORTCUTS = {
     "head": "ner.head",
@@ -104,6 +104,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.eval = ml_collections.ConfigDict(dict(batch_size=100, at_end=True))
 
+  c.mesh = mesh_section()
   return variants.apply(c, variants.parse(arg), SHORTCUTS, {"smoke": smoke})
 
 

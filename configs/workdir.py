@@ -14,6 +14,7 @@ import os
 
 import ml_collections
 
+from training.sharding import DEFAULTS as MESH_DEFAULTS
 from utils.errors import ConfigError
 from utils.files import read_json
 
@@ -24,4 +25,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   path = os.path.join(arg, "config.json")
   if not os.path.exists(path):
     raise ConfigError(f"{arg!r} has no config.json: not a workdir of train.py or convert.py")
-  return ml_collections.ConfigDict(read_json(path))
+  config = read_json(path)
+  # a run from before the mesh section: give it one, so that --config.mesh.* can be set
+  config.setdefault("mesh", dict(MESH_DEFAULTS))
+  return ml_collections.ConfigDict(config)

@@ -10,7 +10,9 @@ training.step.make_train_step:
 - exact: (1) embed every micro-batch without gradients; (2) g = dL/dh for all embeddings at
   once; (3) re-embed each micro-batch with gradients and backpropagate sum <h, stop_grad(g)>;
   the parameter gradients add up to the full-batch gradient. Memory is that of one micro-batch
-  (plus the [batch, dim] embeddings); time is one extra forward pass.
+  (plus the [batch, dim] embeddings); time is one extra forward pass. With the batch split over
+  devices (training/sharding.py) the loss of (2) still sees the embeddings of the whole global
+  batch (the partitioner gathers them), and the gradient is the single-device one.
 - naive: the mean of micro-batch losses, each with only its own micro-batch as negatives; the
   common mistake, kept for comparison.
 
@@ -42,16 +44,27 @@ def example_keys(key, b: int):
   return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(b))
 
 
-def _split(tree, k: int):
-  """Leading axis b -> [k, b // k] (micro-batch index first)."""
+def _split(tree, k: int, strided: bool = False):
+  """Leading axis b -> [k, b // k] (micro-batch index first): micro-batch j holds examples
+  j * b/k ... (j + 1) * b/k - 1, or with strided examples j, j + k, j + 2k, ..."""
+  if strided:
+    return jax.tree_util.tree_map(
+        lambda x: jnp.swapaxes(x.reshape((x.shape[0] // k, k) + x.shape[1:]), 0, 1), tree)
   return jax.tree_util.tree_map(lambda x: x.reshape((k, x.shape[0] // k) + x.shape[1:]), tree)
 
 
-def _micro_batches(batch, key, micro_batch: int):
+def _merge(x, strided: bool = False):
+  """The inverse of _split for one array: [k, b // k, ...] -> [b, ...] in example order."""
+  if strided:
+    x = jnp.swapaxes(x, 0, 1)
+  return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
+
+
+def _micro_batches(batch, key, micro_batch: int, strided: bool = False):
   """(b, k, (batch, keys) split into k micro-batches along a new leading axis)."""
   b = batch_size_of(batch)
   k = num_micro_batches(b, micro_batch)
-  return b, k, (_split(batch, k), _split(example_keys(key, b), k))
+  return b, k, (_split(batch, k, strided), _split(example_keys(key, b), k, strided))
 
 
 def _total(embed, loss, b: int):
@@ -82,18 +95,24 @@ def _mode_none(embed, loss, micro_batch):
 def _mode_exact(embed, loss, micro_batch):
 
   def grad_fn(params, batch, key):
-    b, k, parts = _micro_batches(batch, key, micro_batch)
+    # The micro-batches are strided: a batch split over devices (training/sharding.py) holds
+    # consecutive examples on each device, so micro-batch j (examples j, j + k, ...) takes
+    # rows from every device and all devices work on every micro-batch. The gradient does not
+    # depend on how the batch is cut, which is what makes this mode exact.
+    b, k, parts = _micro_batches(batch, key, micro_batch, strided=True)
     # (1) embeddings of the whole batch, one micro-batch at a time, no gradients kept
     frozen = jax.lax.stop_gradient(params)
     h, aux = jax.lax.map(lambda x: embed(frozen, *x), parts)
-    h = h.reshape((b,) + h.shape[2:])
+    # (2) sees the whole batch: under jit with the batch split over devices, the partitioner
+    # gathers every device's embeddings here, so every row's negatives are the global batch's
+    h = _merge(h, strided=True)
     # (2) dL/dh for every embedding, through the loss over the whole batch
     (value, metrics), g = jax.value_and_grad(loss, has_aux=True)(h)
     if aux is not None:
       aux = jnp.sum(aux) / b
       metrics = dict(metrics, contrastive=value, aux=aux)
       value = value + aux
-    g = g.reshape((k, b // k) + g.shape[1:])
+    g = _split(g, k, strided=True)
 
     # (3) re-embed with gradients; <h, g> has gradient (dh/dparams)^T g = the chain rule
     def surrogate(p, micro, keys, g_micro):

@@ -158,8 +158,12 @@ def test_a_field_added_later_is_no_difference_at_its_default(tmp_path):
 
 def test_mesh_section_may_change():
   old = wd.config_to_dict(_mlm())
-  new = dict(old, mesh={"data": 2})
-  assert wd.config_changes(old, new) == ([("mesh.data", None, 2)], [])
+  new = dict(old, mesh={"data": 2, "fsdp": 4})
+  assert wd.config_changes(old, new) == ([("mesh.data", 0, 2), ("mesh.fsdp", 1, 4)], [])
+  # a run from before the mesh section ran as the defaults run (all devices on data)
+  before = {k: v for k, v in old.items() if k != "mesh"}
+  assert wd.differences(before, old) == []
+  assert wd.config_changes(before, new)[0] == [("mesh.data", None, 2), ("mesh.fsdp", None, 4)]
 
 
 def test_contrastive_eval_settings_may_change_and_unfinish_the_run(tmp_path):

@@ -170,9 +170,19 @@ class Checkpointer:
       self.manager.close()
 
 
-def abstract(tree):
-  """Shapes and dtypes only (jax.eval_shape-style), to restore without allocating twice."""
-  return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
+def abstract(tree, shardings=None):
+  """Shapes and dtypes only (jax.eval_shape-style), to restore without allocating twice.
+
+  shardings: a tree of the same structure (training/sharding.py), or one sharding for every
+  array; the restore lays the arrays out so, whatever the device count that saved them.
+  None: every array whole on the first device."""
+  if shardings is None:
+    shardings = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  if isinstance(shardings, jax.sharding.Sharding):
+    return jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=shardings), tree)
+  return jax.tree_util.tree_map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
 
 def finished_steps(directory: str) -> list:

@@ -571,7 +571,7 @@ def finished(workdir: str, config=None) -> bool:
 
 # keys that do not change what a run computes, or that the table's title states
 NOT_COMPARED = ("seed", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-                "eval.")
+                "eval.", "mesh.")
 # keys a study varies besides loss, accumulation, batch and seed (the study's questions): each
 # that differs among the tabulated runs labels the rows by its value, and the temperature is
 # the column where the batch is the same in every run

@@ -16,9 +16,12 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from training import distributed
 from training.checkpoint import Checkpointer, abstract
 from training.metrics import MetricWriter, truncate_after
 from training.optimizer import learning_rate_schedule, make_optimizer
+from training.sharding import (batch_sharding, check_batch, make_mesh, put_batch, replicated,
+                               state_shardings)
 from training.state import TrainState
 from training.step import make_train_step
 from training.workdir import describe_changes
@@ -34,6 +37,20 @@ def progress_bar(total: int, desc: str, enabled: bool = True, initial: int = 0) 
 
 class NonFiniteError(UserError):
   pass
+
+
+class _NoMetrics:
+  """The metric writer of a process other than the primary: the primary writes the rows."""
+  path = "(process 0's metrics)"
+
+  def write(self, step, row):
+    del step, row
+
+  def flush(self):
+    pass
+
+  def close(self):
+    pass
 
 
 @dataclasses.dataclass
@@ -107,31 +124,45 @@ def fit(config, workdir: str, *, init_params: Callable[[Any], Any], loss_fn: Cal
   seed_key = jax.random.PRNGKey(config.seed)
   init_key, step_key = jax.random.split(seed_key)
 
+  # the mesh of config.mesh (training/sharding.py): the batch split over every device, the
+  # state over mesh.fsdp; keys as numpy, the same value on every process
+  mesh = make_mesh(config.get("mesh"))
+  check_batch(t.batch_size, mesh)
+  init_key, step_key = np.asarray(init_key), np.asarray(step_key)
+  create = lambda key: TrainState.create(init_params(key), tx)  # noqa: E731
+  shapes = jax.eval_shape(create, init_key)
+  layout = state_shardings(mesh, shapes)
   # one compiled program instead of hundreds of op-by-op dispatches (1.2 s vs 3.4 s for the
-  # smoke model; and the compilation cache can keep it)
-  fresh_state = jax.jit(lambda key: TrainState.create(init_params(key), tx))
+  # smoke model; and the compilation cache can keep it), made in its final layout
+  fresh_state = jax.jit(create, in_shardings=replicated(mesh), out_shardings=layout)
 
   ckpt = Checkpointer(workdir, keep=t.keep_checkpoints)
-  restored = ckpt.restore(abstract(jax.eval_shape(fresh_state, init_key)))
+  # restored onto this mesh whatever the device count that saved it
+  restored = ckpt.restore(abstract(shapes, layout))
   if restored is None:
     state, start, meta = fresh_state(init_key), 0, {}
   else:
     start, state, meta = restored
-    print(f"resuming from step {start} of {workdir}" +
-          (f": {describe_changes(changes)}" if changes else ""), file=sys.stderr)
+    if distributed.is_primary():
+      print(f"resuming from step {start} of {workdir}" +
+            (f": {describe_changes(changes)}" if changes else ""), file=sys.stderr)
   skipped = int(meta.get("skipped_steps", 0))
   # the running sums of the logging window in progress, so that a run stopped between two
   # log rows writes the same rows after resuming as an uninterrupted run
   sums, window = dict(meta.get("log_sums", {})), int(meta.get("log_steps", 0))
   metrics_path = f"{workdir}/metrics.jsonl"
-  truncate_after(metrics_path, start)  # rows past the checkpoint are rewritten identically
-  writer = MetricWriter(workdir)
+  primary = distributed.is_primary()  # the one process that writes metrics and prints
+  if primary:
+    truncate_after(metrics_path, start)  # rows past the checkpoint are rewritten identically
+  writer = MetricWriter(workdir) if primary else _NoMetrics()
   schedule = learning_rate_schedule(t)
-  train_step = make_train_step(loss_fn, tx, grad_fn=grad_fn)
+  batches = batch_sharding(mesh)
+  train_step = make_train_step(loss_fn, tx, grad_fn=grad_fn,
+                               shardings=(layout, batches, replicated(mesh)))
 
   step, interrupted = start, False
   stop_at = t.steps if stop_after is None else min(t.steps, start + stop_after)
-  bar = progress_bar(t.steps, "train", progress, initial=start)
+  bar = progress_bar(t.steps, "train", progress and primary, initial=start)
   last_time, last_step = time.perf_counter(), start
 
   def meta_now():
@@ -140,10 +171,11 @@ def fit(config, workdir: str, *, init_params: Callable[[Any], Any], loss_fn: Cal
   try:
     with stop_requests() as stop:
       while step < t.steps:
-        if stop["signal"] or step >= stop_at:
+        # a signal to any process stops them all after the same step
+        if distributed.any_process(stop["signal"] is not None) or step >= stop_at:
           interrupted = True
           break
-        state, m = train_step(state, batch_fn(step), step_key)
+        state, m = train_step(state, put_batch(batch_fn(step), batches), step_key)
         m = jax.device_get(m)
         if not m["finite"]:
           bad = "loss" if not np.isfinite(m["loss"]) else "gradients"
@@ -187,8 +219,11 @@ def fit(config, workdir: str, *, init_params: Callable[[Any], Any], loss_fn: Cal
   bar.close()
   writer.close()
   ckpt.close()
-  if interrupted:
-    why = stop["signal"] or f"--stop_after={stop_after}"
+  if distributed.several():  # evaluation runs in each process on whole arrays
+    state = state.replace(params=distributed.host_copy(state.params))
+  if interrupted and primary:
+    why = stop["signal"] or ("a signal to another process" if step < stop_at else
+                             f"--stop_after={stop_after}")
     print(f"stopped by {why} at step {step}; checkpoint saved in {workdir}. "
           "Rerun the same command to resume.", file=sys.stderr)
   return FitResult(state, step, interrupted, skipped)

@@ -389,7 +389,7 @@ def write_summary(workdir: str, training: dict | None = None) -> dict | None:
 # keys that do not change what a run computes (cadence), or are the table's columns; the seed
 # is what a row's runs differ in
 NOT_COMPARED = ("seed", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-                "eval.lengths", "eval.at_end", "eval.entropy")
+                "eval.lengths", "eval.at_end", "eval.entropy", "mesh.")
 
 
 @dataclasses.dataclass

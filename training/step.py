@@ -13,8 +13,12 @@ import optax
 
 
 def make_train_step(loss_fn: Callable | None, tx: optax.GradientTransformation,
-                    grad_fn: Callable | None = None):
+                    grad_fn: Callable | None = None, shardings=None):
   """Returns jitted step(state, batch, key) -> (state, metrics).
+
+  shardings: (state, batch, replicated) of the run's mesh (training/sharding.py): the state
+  keeps its layout from step to step (so its donated buffers are reused), the batch comes
+  split over the devices, the key and the metrics are on every device. None: one device.
 
   loss_fn(params, batch, key) -> (loss, metrics dict) is differentiated with autodiff; a task
   whose gradient is not the autodiff of one loss (exact contrastive accumulation) passes
@@ -38,4 +42,8 @@ def make_train_step(loss_fn: Callable | None, tx: optax.GradientTransformation,
     metrics = dict(metrics, loss=loss, grad_norm=grad_norm, finite=finite.astype(jnp.float32))
     return new, metrics
 
-  return jax.jit(step, donate_argnums=(0,))
+  if shardings is None:
+    return jax.jit(step, donate_argnums=(0,))
+  state, batch, replicated = shardings
+  return jax.jit(step, donate_argnums=(0,), in_shardings=(state, batch, replicated),
+                 out_shardings=(state, replicated))

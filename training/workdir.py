@@ -15,7 +15,9 @@ from typing import Any
 import ml_collections
 
 from model.config import field_defaults
+from training import distributed
 from training.checkpoint import latest_step
+from training.sharding import DEFAULTS as MESH_DEFAULTS
 from utils import lock
 from utils.errors import UserError
 from utils.files import atomic_write_json, read_json
@@ -80,6 +82,8 @@ LEGACY = {
     "loss.similarity": lambda flat: "cosine", "train.epochs": lambda flat: 0.0,
     "train.lr_rule": lambda flat: "constant", "train.lr_base_batch": lambda flat: 64,
     "train.warmup_fraction": lambda flat: 0.0,
+    # runs from before the mesh section ran on one device, which the defaults also give there
+    "mesh.data": lambda flat: MESH_DEFAULTS["data"], "mesh.fsdp": lambda flat: MESH_DEFAULTS["fsdp"],
 }
 
 
@@ -136,10 +140,28 @@ def prepare(workdir: str, config, overwrite: bool = False) -> list:
   allowed differences, for the line the loop prints when it resumes. A workdir that another
   process is training (utils/lock.py) is refused before anything is touched; train.py holds
   the lock itself, and a caller that does not is at least not let into a locked workdir.
+
+  In a run of several processes (training/distributed.py) the primary does all this while
+  the others wait, then read what it wrote (they write nothing here).
   """
-  lock.check(workdir)
   path = os.path.join(workdir, "config.json")
   new = config_to_dict(config)
+  if not distributed.is_primary():
+    # wait until the primary has checked, emptied and written it (or refused it)
+    if distributed.any_process(False):
+      raise WorkdirError(f"process 0 refused workdir {workdir!r}; its output says why")
+    return config_changes(read_json(path), new)[0] if os.path.exists(path) else []
+  failed = True
+  try:
+    allowed = _prepare(workdir, path, config, new, overwrite)
+    failed = False
+  finally:
+    distributed.any_process(failed)  # what the others wait for
+  return allowed
+
+
+def _prepare(workdir: str, path: str, config, new: dict, overwrite: bool) -> list:
+  lock.check(workdir)
   if overwrite and os.path.isdir(workdir):
     _empty(workdir)
   allowed = []

@@ -1,0 +1,98 @@
+"""Two processes training one run (training/distributed.py), on localhost CPUs through gloo.
+
+Each train.py process has two host devices; together they are a mesh of 4
+(mesh.data=2 x mesh.fsdp=2), each process uploading only its half of every batch. One run
+of the MLM smoke config, made long (train.steps=100000, a row per step), its settings from the
+environment variables for process 0 and from flags for process 1:
+- its rows equal those of the same config trained here on one device for as many steps
+  (test_mesh.py: one process with four devices logs the one-device numbers too); the rows
+  cover the warmup and later updates, so the sharded optimizer state is in them;
+- SIGTERM to the second process, once the run has logged three rows, stops both after the
+  same step: both exit 0, only process 0 writes rows and prints (naming the step and the
+  signal to the other process), and that step's checkpoint is complete and the only one.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from entry_points import ENV, ROOT, checkpoint_steps, metric_rows
+from mesh_jobs import configured
+from test_mesh import close
+
+from training.tasks import get_task
+
+CONFIG = "configs/mlm_extrapolation.py:smoke"
+# one layer: half the compilation of the smoke model's two, in each of three processes
+LONG = {"model.num_layers": 1, "train.steps": 100000, "train.log_every": 1, "train.checkpoint_every": 100000,
+        "eval.at_end": False}
+
+
+def _port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _start(workdir):
+  """The two train.py processes of one run: [process 0, process 1]."""
+  address = f"127.0.0.1:{_port()}"
+  env = dict(ENV, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") +
+                             " --xla_force_host_platform_device_count=2").strip())
+  overrides = [f"--config.{k}={str(v).lower()}" for k, v in LONG.items()]
+  settings = [  # process 0 from the environment, process 1 from flags
+      ({"JAX_COORDINATOR_ADDRESS": address, "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0"},
+       []),
+      ({}, [f"--coordinator_address={address}", "--num_processes=2", "--process_id=1"])]
+  return [subprocess.Popen(
+      [sys.executable, os.path.join(ROOT, "train.py"), "--config", CONFIG, "--workdir",
+       str(workdir), "--config.mesh.data=2", "--config.mesh.fsdp=2", "--noprogress",
+       *overrides, *flags], cwd=ROOT, env=dict(env, **variables), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True) for variables, flags in settings]
+
+
+def _finish(procs, timeout=300):
+  outs = []
+  for p in procs:
+    try:
+      out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+      for q in procs:
+        q.kill()
+      raise
+    outs.append((p.returncode, out, err))
+  return outs
+
+
+def test_two_processes_train_as_one_device_and_stop_together(tmp_path):
+  workdir = tmp_path / "run"
+  procs = _start(workdir)
+  metrics = workdir / "metrics.jsonl"
+  deadline = time.time() + 300
+  while not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+    if time.time() > deadline or any(p.poll() is not None for p in procs):
+      for p in procs:
+        p.kill()
+      pytest.fail("the run did not log three rows: " + procs[0].communicate()[1][-2000:])
+    time.sleep(0.1)
+  procs[1].send_signal(signal.SIGTERM)
+  outs = _finish(procs)
+  assert [rc for rc, _, _ in outs] == [0, 0], outs[0][2][-2000:] + outs[1][2][-2000:]
+  line = [x for x in outs[0][2].splitlines() if x.startswith("stopped by")]
+  assert line and "a signal to another process" in line[0], outs[0][2][-2000:]
+  assert "stopped by" not in outs[1][2]  # process 1 prints nothing of the run's
+  step = int(line[0].split(" at step ")[1].split(";")[0])
+  rows = metric_rows(workdir)
+  assert 3 <= step < 100000 and [r["step"] for r in rows] == list(range(1, step + 1))
+  # the step both saved: the only checkpoint, complete (no temporary directory left)
+  assert checkpoint_steps(workdir) == [step]
+  assert os.listdir(workdir / "checkpoints") == [str(step)]
+  # the same config for as many steps on one device
+  config = configured(CONFIG, LONG)
+  get_task(config).train(config, str(tmp_path / "one"), progress=False, stop_after=step)
+  close(rows, metric_rows(tmp_path / "one"))
