@@ -61,7 +61,7 @@ from __future__ import annotations
 import ml_collections
 
 from configs import variants
-from configs.common import Grid, model_section, train_section
+from configs.common import Grid, mesh_section, model_section, train_section
 from data import sentiment
 
 SHORTCUTS = {
@@ -144,6 +144,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       log_every=50, checkpoint_every=1000, keep_checkpoints=1)
 
   c.eval = ml_collections.ConfigDict(dict(batch_size=250, at_end=True))
+  c.mesh = mesh_section()
 
   return variants.apply(c, variants.parse(arg), SHORTCUTS, {"smoke": smoke, "zero": zero})
 
