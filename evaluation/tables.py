@@ -4,8 +4,6 @@ from __future__ import annotations
 import collections
 import math
 
-from scipy import stats
-
 
 def length_table(rows: list[tuple[str, dict]], metric: str = "accuracy", percent: bool = True,
                  digits: int = 2, refused: dict | None = None) -> str:
@@ -75,6 +73,9 @@ def paired_difference(base: dict, other: dict, confidence: float = 0.95) -> dict
   seeds = sorted(set(base) & set(other))
   if not seeds:
     return None
+  # imported here: scipy.stats takes a second to import, and every training process imports
+  # this module (for its end-of-run table) while only a table with a baseline needs it
+  from scipy import stats
   diffs = [other[s] - base[s] for s in seeds]
   m, sd = mean_std(diffs)
   n = len(diffs)

@@ -51,9 +51,9 @@ def call_main(name, *args):
   parsed, and unparsed afterwards); returns its exit code."""
   from absl import flags
   script = module(name)
-  flags.FLAGS([f"{name}.py", *args])
+  argv = flags.FLAGS([f"{name}.py", *args])  # what absl leaves (`--workdirs A B`: B) is main's
   try:
-    return script.main([f"{name}.py"])
+    return script.main(argv)
   finally:
     flags.FLAGS.unparse_flags()
 

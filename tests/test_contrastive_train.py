@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 import scipy.stats
-from entry_points import metric_rows, run
+from entry_points import call_main, metric_rows, run
 from pins import check
 
 from configs import contrastive_batch, mlm_extrapolation
@@ -57,7 +57,7 @@ def _recomputed_spearman(workdir, data):
   return scipy.stats.spearmanr(cos, data.scores)[0]
 
 
-def test_smoke_config_trains_and_evaluates_its_configured_sts(trained):
+def test_smoke_config_trains_and_evaluates_its_configured_sts(trained, capsys):
   workdir, out = trained
   assert "STS Spearman x100 on synthetic (64 pairs), step 6:" in out.stdout
   rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
@@ -72,16 +72,17 @@ def test_smoke_config_trains_and_evaluates_its_configured_sts(trained):
                                                              config.data.synthetic.seed))
   assert saved["step"] == 6 and saved["spearman"] == pytest.approx(expected, abs=TIES)
   # evaluate.py with no option: the run's own evaluation (eval.sts), in one line, the same
-  # program on the same checkpoint as at the end of training
+  # program on the same checkpoint as at the end of training (evaluate.py's main in this
+  # process: its refusals below run as a user's command)
   os.remove(os.path.join(workdir, "sts_eval.json"))
-  out = _run("evaluate.py", "--workdir", workdir)
-  assert out.returncode == 0, out.stderr[-2000:]
-  assert out.stdout == (f"{workdir}: STS Spearman x100 on synthetic (64 pairs), step 6: "
-                        f"{100 * saved['spearman']:.2f}\n")
+  capsys.readouterr()
+  assert call_main("evaluate", "--workdir", workdir) == 0
+  assert capsys.readouterr().out == (f"{workdir}: STS Spearman x100 on synthetic (64 pairs), "
+                                     f"step 6: {100 * saved['spearman']:.2f}\n")
   assert json.load(open(os.path.join(workdir, "sts_eval.json")))["synthetic"] == saved
 
 
-def test_evaluate_another_sts_file(trained, tmp_path):
+def test_evaluate_another_sts_file(trained, tmp_path, capsys):
   workdir, _ = trained
   # evaluate.py on an STS file in the plain format
   sts_file = tmp_path / "sts.tsv"
@@ -89,9 +90,9 @@ def test_evaluate_another_sts_file(trained, tmp_path):
                       "a dog finds the ball\tthe chef sells a hat\t0\n"
                       "the man cleans the car\ta guy washes the car\t4.5\n"
                       "the king hides the key\tthe bird paints a boat\t0.5\n", encoding="utf-8")
-  out = _run("evaluate.py", "--workdir", workdir, "--sts", str(sts_file))
-  assert out.returncode == 0, out.stderr[-2000:]
-  assert "STS Spearman x100 on sts.tsv (4 pairs), step 6:" in out.stdout
+  capsys.readouterr()
+  assert call_main("evaluate", "--workdir", workdir, "--sts", str(sts_file)) == 0
+  assert "STS Spearman x100 on sts.tsv (4 pairs), step 6:" in capsys.readouterr().out
   saved = json.load(open(os.path.join(workdir, "sts_eval.json")))
   assert {"synthetic", "sts.tsv"} <= set(saved)
   expected = _recomputed_spearman(workdir, sts.read_sts(str(sts_file)))

@@ -26,7 +26,6 @@ import types
 import jax
 import numpy as np
 import pytest
-from absl import flags
 
 transformers = pytest.importorskip("transformers")
 from flax.traverse_util import flatten_dict  # noqa: E402
@@ -179,12 +178,8 @@ def test_evaluate_py_scores_an_imported_workdir_and_train_py_would_resume_it(imp
   workdir = imported["bert"]
   # evaluate.py's main with its flags, in this process: a subprocess would add seconds of
   # start-up to what is the same code
-  evaluate = entry_points.module("evaluate")
-  flags.FLAGS(["evaluate.py", "--workdir", workdir, "--lengths", "32", "--progress=false"])
-  try:
-    assert evaluate.main(["evaluate.py"]) == 0
-  finally:
-    flags.FLAGS.unparse_flags()
+  assert entry_points.call_main("evaluate", "--workdir", workdir, "--lengths", "32",
+                                "--progress=false") == 0
   assert json.loads(capsys.readouterr().out)["32"]["predictions"] > 0
   result = read_json(os.path.join(workdir, "eval.json"))
   assert result["step"] == 0 and 0.0 <= result["lengths"]["32"]["accuracy"] <= 1.0

@@ -13,7 +13,7 @@ import statistics
 import sys
 
 import pytest
-from entry_points import run
+from entry_points import call_main
 from scipy import stats
 
 from configs import mlm_extrapolation
@@ -104,7 +104,7 @@ def test_runs_without_seed_groups_are_one_row_each(runs, tmp_path):
                     "| position=t5,scale=logn,train.steps=12"]
 
 
-def test_summaries_tabulate_as_the_workdirs(runs, tmp_path):
+def test_summaries_tabulate_as_the_workdirs(runs, tmp_path, capsys):
   # evaluating (here: reading the saved results) writes each finished run's summary
   by_workdirs = mlm.table(runs, baseline="scale=standard")
   entropy_workdirs = [mlm.write_summary(w) for w in runs]
@@ -140,11 +140,13 @@ def test_summaries_tabulate_as_the_workdirs(runs, tmp_path):
   assert mlm.write_summary(short) is None and not os.path.exists(
       os.path.join(short, "summary.json"))
 
-  # evaluate.py: the same table from the summaries alone, and its plot
+  # evaluate.py (its main, in this process): the same table from the summaries alone, and
+  # its plot
   plot = str(tmp_path / "accuracy.png")
-  p = run("evaluate.py", "--summaries", *summaries, "--table", "--baseline=scale=standard",
-          f"--plot={plot}")
-  assert p.stdout.rstrip("\n") == by_workdirs
+  capsys.readouterr()
+  assert call_main("evaluate", "--summaries", *summaries, "--table",
+                   "--baseline=scale=standard", f"--plot={plot}") == 0
+  assert capsys.readouterr().out.rstrip("\n") == by_workdirs
   with open(plot, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 

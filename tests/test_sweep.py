@@ -16,7 +16,7 @@ import sys
 import time
 
 import pytest
-from entry_points import ENV, ROOT, checkpoint_steps, metric_rows, run
+from entry_points import ENV, ROOT, call_main, checkpoint_steps, metric_rows, run
 
 from configs import contrastive_batch, mlm_extrapolation
 from configs.common import Grid
@@ -101,7 +101,7 @@ def test_plan_of_a_named_sweep(tmp_path):
     sweep.pick(points, 20)
 
 
-def test_slurm_script_trains_its_array_task_and_jobs_skip_it(tmp_path):
+def test_slurm_script_trains_its_array_task_and_jobs_skip_it(tmp_path, capsys):
   root = str(tmp_path / "sweep")
   script = str(tmp_path / "sweep.sbatch")
   plan = [f"--config={MLM}", f"--root={root}", "--variant=smoke", "--sweep=seeds"]
@@ -137,13 +137,16 @@ def test_slurm_script_trains_its_array_task_and_jobs_skip_it(tmp_path):
   assert (summary["training"]["from_step"], summary["training"]["to_step"]) == (0, 6)
   assert summary["training"]["seconds"] > 0
   # evaluating its attention entropy adds that to the summary; --plot draws it against length
+  # (evaluate.py's main, in this process)
   plot = str(tmp_path / "entropy.png")
-  p = run("evaluate.py", f"--workdir={w}", "--entropy", f"--plot={plot}")
+  capsys.readouterr()
+  assert call_main("evaluate", f"--workdir={w}", "--entropy", f"--plot={plot}") == 0
+  table = capsys.readouterr().out
   with open(os.path.join(w, "entropy.json")) as f, open(os.path.join(w, "summary.json")) as g:
     entropy, summary = json.load(f), json.load(g)
   assert summary["entropy"] == entropy["lengths"] and set(entropy["lengths"]) == {"32", "64"}
   assert summary["lengths"] == evaluation["lengths"]
-  assert _table_row(p.stdout, "| scale-logn_seed-0 (rope, logn) |").split("|")[2:4] == [
+  assert _table_row(table, "| scale-logn_seed-0 (rope, logn) |").split("|")[2:4] == [
       f" {entropy['lengths'][n]['entropy']:.3f} " for n in ("32", "64")]
   with open(plot, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
