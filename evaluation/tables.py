@@ -41,8 +41,8 @@ def mean_std(values) -> tuple[float, float]:
 def seed_table(cells: dict, row_header: list[str], row_order=None, digits: int = 1) -> str:
   """cells {(*row, column): [value per seed]} -> markdown 'mean ± std' per row and column.
 
-  A cell with a seed count other than the table's most common one says its n; a missing
-  cell is '-'. row_order: sort key of the row tuples (default: sorted as they are).
+  A cell with a seed count other than the table's most common one, or of a single seed (no
+  ±: one value has no spread), says its n; a missing cell is '-'. row_order: sort key of the row tuples (default: sorted as they are).
   """
   columns = sorted({k[-1] for k in cells})
   rows = sorted({k[:-1] for k in cells}, key=row_order)
@@ -58,8 +58,10 @@ def seed_table(cells: dict, row_header: list[str], row_order=None, digits: int =
         texts.append("-")
         continue
       m, s = mean_std(v)
-      texts.append(f"{m:.{digits}f} ± {s:.{digits}f}" + (f" (n={len(v)})" if len(v) != usual
-                                                         else ""))
+      # one seed has no spread to report: '± 0.00' would read as a measured zero
+      spread = f" ± {s:.{digits}f}" if len(v) > 1 else ""
+      texts.append(f"{m:.{digits}f}{spread}" + (f" (n={len(v)})" if len(v) != usual or
+                                                len(v) == 1 else ""))
     lines.append("| " + " | ".join(str(r) for r in row) + " | " + " | ".join(texts) + " |")
   return "\n".join(lines)
 

@@ -285,4 +285,4 @@ def test_budget_table_groups_seeds_by_batch_and_names_the_resolved_steps(tmp_pat
   dirs.append(_fake_run(str(tmp_path), "unsup", "signal=simcse,batch=16,epochs=2,lr_rule=sqrt",
                         20, 8))
   assert _line(contrastive.table(dirs), "| infonce | none | simcse") == (
-      "| infonce | none | simcse | - | 20.0 ± 0.0 (n=1) |")
+      "| infonce | none | simcse | - | 20.0 (n=1) |")

@@ -144,3 +144,7 @@ def test_seed_table_mean_std_and_counts():
   assert lines[2] == f"| flatnce | none | 62.0 ± {sd([60, 64]):.1f} | 70.5 ± {sd([70, 71]):.1f} |"
   assert lines[3] == f"| flatnce | exact | 63.0 ± {sd([61, 62, 66]):.1f} (n=3) | - |"
   assert lines[4] == f"| infonce | none | - | 51.0 ± {sd([50, 52]):.1f} |"
+  # a single seed has no spread: its n, never '± 0.0', even where every cell has one seed
+  assert seed_table({("a", 8): [60.0], ("b", 8): [61.0, 63.0]}, ["loss"]).splitlines()[2] == \
+      "| a | 60.0 (n=1) |"
+  assert seed_table({("a", 8): [60.0]}, ["loss"]).splitlines()[2] == "| a | 60.0 (n=1) |"
