@@ -39,6 +39,21 @@ def model_section(**overrides) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(fields)
 
 
+# the variant keys that the downstream-task configs (ner, pet) share: budget, seed, encoder size
+FINE_TUNING_SHORTCUTS = {
+    "steps": "train.steps",
+    "batch": "train.batch_size",
+    "lr": "train.learning_rate",
+    "warmup": "train.warmup_steps",
+    "seed": "seed",
+    "width": "model.width",
+    "layers": "model.num_layers",
+    "heads": "model.num_heads",
+    "mlp": "model.mlp_dim",
+    "dropout": "model.dropout",
+}
+
+
 def train_section(**fields) -> ml_collections.ConfigDict:
   """The experiment's train fields (steps, batch_size, learning_rate, warmup_steps, schedule:
   cosine | linear | constant after warmup, cadence) on top of TRAIN_DEFAULTS."""

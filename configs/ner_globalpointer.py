@@ -42,7 +42,8 @@ from __future__ import annotations
 import ml_collections
 
 from configs import variants
-from configs.common import Grid, mesh_section, model_section, train_section
+from configs.common import (FINE_TUNING_SHORTCUTS, Grid, mesh_section, model_section,
+                            train_section)
 
 SHORTCUTS = {
     "head": "ner.head",
@@ -51,16 +52,7 @@ SHORTCUTS = {
     "valid": "data.valid",
     "format": "data.format",
     "max_len": "data.max_len",
-    "steps": "train.steps",
-    "batch": "train.batch_size",
-    "lr": "train.learning_rate",
-    "warmup": "train.warmup_steps",
-    "seed": "seed",
-    "width": "model.width",
-    "layers": "model.num_layers",
-    "heads": "model.num_heads",
-    "mlp": "model.mlp_dim",
-    "dropout": "model.dropout",
+    **FINE_TUNING_SHORTCUTS,
 }
 
 

@@ -61,7 +61,8 @@ from __future__ import annotations
 import ml_collections
 
 from configs import variants
-from configs.common import Grid, mesh_section, model_section, train_section
+from configs.common import (FINE_TUNING_SHORTCUTS, Grid, mesh_section, model_section,
+                            train_section)
 from data import sentiment
 
 SHORTCUTS = {
@@ -78,16 +79,7 @@ SHORTCUTS = {
     "loss": "pet.loss",
     "unlabeled_weight": "pet.unlabeled_weight",
     "unlabeled_batch": "pet.unlabeled_batch",
-    "steps": "train.steps",
-    "batch": "train.batch_size",
-    "lr": "train.learning_rate",
-    "warmup": "train.warmup_steps",
-    "seed": "seed",
-    "width": "model.width",
-    "layers": "model.num_layers",
-    "heads": "model.num_heads",
-    "mlp": "model.mlp_dim",
-    "dropout": "model.dropout",
+    **FINE_TUNING_SHORTCUTS,
 }
 
 
