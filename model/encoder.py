@@ -10,6 +10,7 @@ from model.attention import cache
 from model.attention.layer import MultiHeadAttention
 from model.config import ModelConfig, require_mask
 from model.dropout import Dropout
+from model.layout import split_by_example, whole
 from model.masks import causal_mask, padding_mask, unilm_mask, window_mask
 from model.norms import block_norm
 from model.positions import checked_terms, get_position
@@ -31,7 +32,7 @@ class Mlp(nn.Module):
     # math (benchmarks/mlm_throughput.py measures the difference).
     lead = x.shape[:-1]
     y = nn.Dense(cfg.mlp_dim, dtype=dtype, name="fc1")(x.reshape(-1, x.shape[-1]))
-    y = get_activation(cfg.activation)(y)
+    y = get_activation(cfg.activation)(split_by_example(y))
     return nn.Dense(cfg.width, dtype=dtype, name="fc2")(y).reshape(*lead, cfg.width)
 
 
@@ -42,6 +43,7 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x, mask, positions, deterministic: bool = True, shared=None):
     cfg = self.cfg
+    x = split_by_example(x)  # on a mesh: see model/layout.py
     norm = lambda name: block_norm(cfg, name)
     drop = lambda y: Dropout(cfg.dropout)(y, deterministic=deterministic)
     attn = lambda y: MultiHeadAttention(cfg, name="attention")(y, mask, positions, deterministic,
@@ -108,7 +110,8 @@ class Encoder(nn.Module):
     """The blocks' input: token (+ type) (+ absolute position) embeddings, normalised
     (post-LN), dropped out and projected to the width."""
     cfg = self.cfg
-    x = self.token_embed(tokens).astype(jnp.dtype(cfg.dtype))
+    # nn.Embed's lookup, with the table gathered whole first on a mesh (model/layout.py)
+    x = jnp.take(whole(self.token_embed.embedding), tokens, axis=0).astype(jnp.dtype(cfg.dtype))
     if self.token_type_embed is not None:  # as BERT: (token + type) + position
       x = x + self.token_type_embed(jnp.zeros((1, 1), jnp.int32)).astype(x.dtype)
     if self.position_embed is not None:

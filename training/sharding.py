@@ -23,9 +23,10 @@ import numpy as np
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from model.layout import BATCH_AXES
 from utils.errors import ConfigError
 
-AXES = ("data", "fsdp")
+AXES = BATCH_AXES  # the model pins activations to these too (model/layout.py)
 BATCH = P(AXES)  # the leading (example) axis of every batch array over both axes
 REPLICATED = P()
 # arrays with fewer elements stay whole on every device: the gather of a bias or a norm scale

@@ -45,5 +45,13 @@ def make_train_step(loss_fn: Callable | None, tx: optax.GradientTransformation,
   if shardings is None:
     return jax.jit(step, donate_argnums=(0,))
   state, batch, replicated = shardings
-  return jax.jit(step, donate_argnums=(0,), in_shardings=(state, batch, replicated),
-                 out_shardings=(state, replicated))
+  jitted = jax.jit(step, donate_argnums=(0,), in_shardings=(state, batch, replicated),
+                   out_shardings=(state, replicated))
+
+  def on_mesh(*args):
+    # traced with the mesh in context, so that the model can pin its activations' layout
+    # (model/layout.py); set_mesh works only outside jit, hence here
+    with jax.set_mesh(replicated.mesh):
+      return jitted(*args)
+
+  return on_mesh
