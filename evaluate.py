@@ -10,7 +10,8 @@ DIR/summary.json):
   python evaluate.py --workdirs runs/x/* --table [--metric loss]
       # runs that differ only in the seed are one row: mean ± std (n) per length
   python evaluate.py --workdirs runs/x/* --table --baseline scale=standard [--plot acc.png]
-      # + rows of the differences from the baseline, paired by seed, with 95% intervals
+      # + rows of the differences from the baseline, paired by seed, with 95% intervals;
+      # on a grid (position x scale) scale=standard pairs each row with its own encoding's
   python evaluate.py --summaries docs/results/mlm_runs/*.json --table [--baseline ...]
       # the same tables from summary.json files alone (no checkpoints needed)
   python evaluate.py --workdirs A B --entropy [--plot entropy.png]  # mean attention entropy
@@ -59,7 +60,9 @@ flags.DEFINE_bool("entropy", False, "MLM: report the mean attention entropy by l
                   "of MLM accuracy (saved as entropy.json).")
 flags.DEFINE_string("baseline", None, "MLM table: add each row's difference from this row (a "
                     "row label such as scale=standard, or one of the runs), paired by seed, "
-                    "with a 95% interval.")
+                    "with a 95% interval. Values of some keys (scale=standard on a position "
+                    "x scale grid): each row's difference from the row with those values and "
+                    "its own other values.")
 flags.DEFINE_multi_string(
     "model_override", [], "MLM: evaluate with a model field changed, e.g. rope_scaling=ntk or "
     "scale=logn (only fields that do not change the parameters); saved as eval_<...>.json.")

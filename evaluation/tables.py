@@ -99,7 +99,8 @@ def difference_text(d: dict | None, digits: int) -> str:
           f"{_signed(d['high'], digits)}] ({d['n']} pairs)")
 
 
-def seed_length_table(rows: list[tuple[str, dict]], *, digits: int = 2, baseline: str | None = None,
+def seed_length_table(rows: list[tuple[str, dict]], *, digits: int = 2,
+                      baseline: str | dict | None = None,
                       plain_rows=(), confidence: float = 0.95,
                       refused: dict | None = None) -> tuple[str, list[str]]:
   """rows [(label, {length: {seed: value}})] -> (markdown, notes).
@@ -109,14 +110,19 @@ def seed_length_table(rows: list[tuple[str, dict]], *, digits: int = 2, baseline
   {length: value})] follow as they are (e.g. log n). baseline (a label of rows): one more row
   per other row, 'label - baseline', with the difference per length paired by seed (the
   comparisons of docs/techniques.md section 7 run over seeds) as 'mean [low, high] (n pairs)'
-  at the given confidence. notes: one line per difference row whose seeds are not all paired, naming
+  at the given confidence. baseline may instead be {label: its baseline's label}: each such
+  row gets its own baseline (log-n minus standard within each position encoding).
+  notes: one line per difference row whose seeds are not all paired, naming
   the seeds left out. refused {label: lengths}: the lengths a row's model cannot encode, shown
   as 'refused' (its difference rows show '-' there).
   """
   refused = {label: {int(n) for n in ns} for label, ns in (refused or {}).items()}
   labels = [label for label, _ in rows]
-  if baseline is not None and baseline not in labels:
-    raise ValueError(f"baseline {baseline!r} is not a row: {labels}")
+  pairs = ({label: baseline for label in labels if label != baseline}
+           if isinstance(baseline, str) else dict(baseline or {}))
+  missing = {b for b in [*pairs, *pairs.values()] if b not in labels}
+  if missing:
+    raise ValueError(f"baseline: {', '.join(map(repr, sorted(missing)))} not a row of {labels}")
   by_label = {label: {int(n): v for n, v in cells.items()} for label, cells in rows}
   lengths = sorted({n for cells in by_label.values() for n in cells} |
                    {int(n) for _, cells in plain_rows for n in cells} |
@@ -141,19 +147,15 @@ def seed_length_table(rows: list[tuple[str, dict]], *, digits: int = 2, baseline
     cells = {int(n): v for n, v in cells.items()}
     line(label, [f"{cells[n]:.{digits}f}" if n in cells else "-" for n in lengths])
   notes = []
-  if baseline is not None:
-    base = by_label[baseline]
-    for label in labels:
-      if label == baseline:
-        continue
-      other = by_label[label]
-      line(f"{label} - {baseline}",
-           [difference_text(paired_difference(base.get(n, {}), other.get(n, {}), confidence),
-                            digits) for n in lengths])
-      # a length that one row has no value at (refused, or not evaluated) pairs no seed there
-      both = [n for n in lengths if base.get(n) and other.get(n)]
-      unpaired = sorted({s for n in both for s in set(base[n]) ^ set(other[n])})
-      if unpaired:
-        notes.append(f"{label} - {baseline}: seed{'s' if len(unpaired) > 1 else ''} "
-                     f"{', '.join(str(s) for s in unpaired)} without a pair, left out")
+  for label in [label for label in labels if label in pairs]:
+    base, other = by_label[pairs[label]], by_label[label]
+    name = f"{label} - {pairs[label]}"
+    line(name, [difference_text(paired_difference(base.get(n, {}), other.get(n, {}), confidence),
+                                digits) for n in lengths])
+    # a length that one row has no value at (refused, or not evaluated) pairs no seed there
+    both = [n for n in lengths if base.get(n) and other.get(n)]
+    unpaired = sorted({s for n in both for s in set(base[n]) ^ set(other[n])})
+    if unpaired:
+      notes.append(f"{name}: seed{'s' if len(unpaired) > 1 else ''} "
+                   f"{', '.join(str(s) for s in unpaired)} without a pair, left out")
   return "\n".join(lines), notes

@@ -29,9 +29,11 @@ ACCURACY = {("standard", 0): 0.600, ("standard", 1): 0.620, ("standard", 2): 0.5
 ENTROPY = {"standard": 2.0, "logn": 1.5}  # at 32; + 0.5 at 64, + 0.01 * seed
 
 
-def _lay_out(root, scale, seed, accuracy, steps_done=6):
-  w = os.path.join(root, f"scale-{scale}_seed-{seed}")
-  wd.prepare(w, mlm_extrapolation.get_config(f"smoke,scale={scale},seed={seed}"))
+def _lay_out(root, scale, seed, accuracy, steps_done=6, position=None):
+  where = f"position-{position}_" if position else ""
+  w = os.path.join(root, f"{where}scale-{scale}_seed-{seed}")
+  at = f",position={position}" if position else ""
+  wd.prepare(w, mlm_extrapolation.get_config(f"smoke,scale={scale},seed={seed}{at}"))
   os.makedirs(os.path.join(w, "checkpoints", str(steps_done)))
   lengths = {"32": {"accuracy": accuracy, "loss": 2.0 - accuracy},
              "64": {"accuracy": accuracy - 0.1, "loss": 2.1 - accuracy}}
@@ -81,6 +83,33 @@ def test_seeds_grouped_labelled_and_compared_with_a_baseline(runs):
   assert loss[0] == "MLM loss by evaluation length, mean ± std over seeds:"
   assert loss[3].startswith("| scale=standard | "
                             f"{_cell([2.0 - ACCURACY['standard', s] for s in (0, 1, 2)])} |")
+
+
+def test_a_baseline_by_values_pairs_each_row_with_its_own(tmp_path):
+  """--baseline scale=standard on a grid: log-n minus standard within each position encoding,
+  paired by seed (scipy's paired t-test for the interval); a row with no standard partner
+  (alibi has only log-n here) gets no difference row; values no row has are refused."""
+  acc = {("rope", "standard"): [0.50, 0.54, 0.47], ("rope", "logn"): [0.53, 0.58, 0.49],
+         ("t5", "standard"): [0.40, 0.45, 0.41], ("t5", "logn"): [0.39, 0.44, 0.43],
+         ("alibi", "logn"): [0.30, 0.31, 0.35]}
+  runs = [_lay_out(str(tmp_path), scale, seed, a, position=position)
+          for (position, scale), values in acc.items() for seed, a in enumerate(values)]
+  text = mlm.table(runs, baseline="scale=standard")
+  diffs = [line for line in text.splitlines() if " - " in line and line.startswith("|")]
+  expected = []
+  for position in ("rope", "t5"):
+    a, b = [100 * v for v in acc[position, "logn"]], [100 * v for v in acc[position, "standard"]]
+    ci = stats.ttest_rel(a, b).confidence_interval(0.95)
+    mean = statistics.mean(x - y for x, y in zip(a, b))
+    cell = f"{mean:+.2f} [{ci.low:+.2f}, {ci.high:+.2f}] (3 pairs)"
+    expected.append(f"| position={position},scale=logn - position={position},scale=standard | "
+                    f"{cell} | {cell} |")
+  assert sorted(diffs) == sorted(expected)
+  assert "the row with scale=standard and the same other values" in text
+  with pytest.raises(UserError, match="values of the rows' keys"):
+    mlm.table(runs, baseline="scale=cosine")
+  with pytest.raises(UserError, match="values of the rows' keys"):
+    mlm.table(runs, baseline="width=64")
 
 
 def test_runs_without_seed_groups_are_one_row_each(runs, tmp_path):

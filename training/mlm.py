@@ -502,18 +502,40 @@ def _check_seeds(groups) -> None:
       seen[run.seed] = run
 
 
-def _baseline_label(baseline: str, groups, labels) -> str:
-  """--baseline: a row label, or one of the table's runs (its path, or its name)."""
+def _label_values(label: str) -> dict:
+  return dict(part.split("=", 1) for part in label.split(",") if "=" in part)
+
+
+def _baseline_pairs(baseline: str, groups, labels) -> tuple[dict, str]:
+  """--baseline -> ({row: its baseline row}, how the note names the baseline).
+
+  A row label, or one of the table's runs (its path, or its name): every other row against
+  it. Or values of some of the rows' keys (scale=standard): each row against the row that has
+  those values and the row's own values of the other keys (log-n minus standard within each
+  position encoding); rows without such a partner get no difference row."""
   if baseline in labels:
-    return baseline
+    return {label: baseline for label in labels if label != baseline}, baseline
   target = os.path.normpath(baseline)
   for how in (lambda r: os.path.normpath(r.path) == target,
               lambda r: r.name == os.path.basename(target)):
     found = {label for group, label in zip(groups, labels) if any(how(r) for r in group)}
     if len(found) == 1:
-      return found.pop()
-  raise UserError(f"--baseline {baseline!r} is neither a row of the table ({'; '.join(labels)}) "
-                  "nor one of its runs")
+      base = found.pop()
+      return {label: base for label in labels if label != base}, base
+  wanted = _label_values(baseline)
+  by_values = {tuple(sorted(_label_values(label).items())): label for label in labels}
+  keys = set().union(*(_label_values(label) for label in labels))
+  if wanted and "=" in baseline and set(wanted) <= keys:
+    pairs = {}
+    for label in labels:
+      partner = by_values.get(tuple(sorted(dict(_label_values(label), **wanted).items())))
+      if partner is not None and partner != label:
+        pairs[label] = partner
+    if pairs:
+      return pairs, f"the row with {baseline} and the same other values"
+  raise UserError(f"--baseline {baseline!r} is neither a row of the table ({'; '.join(labels)}), "
+                  "nor one of its runs, nor values of the rows' keys that some rows share "
+                  "(e.g. scale=standard)")
 
 
 METRICS = {  # metric -> (title, factor, digits)
@@ -557,10 +579,11 @@ def table(workdirs, *, lengths=None, metric: str = "accuracy", entropy: bool = F
   _check_seeds(groups)
   labels = [label + suffix for label in group_labels(groups)]
   cells = [(label, seed_cells(g, metric, factor)) for label, g in zip(labels, groups)]
-  base = _baseline_label(baseline, groups, labels) if baseline is not None else None
+  pairs, base = (_baseline_pairs(baseline, groups, labels) if baseline is not None
+                 else ({}, None))
   refused = {label: set.intersection(*(set(r.refused) for r in g))
              for label, g in zip(labels, groups)}
-  text, notes = seed_length_table(cells, digits=digits, baseline=base,
+  text, notes = seed_length_table(cells, digits=digits, baseline=pairs,
                                   plain_rows=[log_n] if log_n else (), refused=refused)
   if plot:
     length_plot([(label, {n: list(v.values()) for n, v in c.items()}) for label, c in cells],
@@ -568,7 +591,7 @@ def table(workdirs, *, lengths=None, metric: str = "accuracy", entropy: bool = F
                 log_n)
   head = f"{name} by evaluation length, mean ± std over seeds:\n"
   if base is not None:
-    notes.insert(0, f"rows '... - {base}': the difference from {base} paired by seed, mean "
+    notes.insert(0, f"rows 'A - B': A's difference from B ({base}) paired by seed, mean "
                  "[95% interval, Student t with n - 1 degrees of freedom] (n pairs)")
   return head + text + ("\n\n" + "\n".join(notes) if notes else "")
 
