@@ -81,9 +81,19 @@ def bare_block_seconds(m, batch: int, length: int, elementwise: bool) -> float:
   return best_time(jax.jit(jax.grad(loss)), params, x, repeats=7, min_time=1.5)
 
 
-def compiled_train_step(config, length: int, batch: int, vocab_size: int):
+def random_tokens(batch: int, length: int, vocab_size: int) -> np.ndarray:
+  """The benchmarks' token data: uniform over the non-special ids, the same for a given shape."""
+  return np.random.default_rng(0).integers(5, vocab_size, (batch, length)).astype(np.int32)
+
+
+def compiled_train_step(config, length: int, batch: int, vocab_size: int, loss_fn=None,
+                        mesh=None):
   """(run, compiled): the task's real jitted MLM train step on random tokens, compiled once,
-  and a no-argument call of it that threads the donated state through (for timing)."""
+  and a no-argument call of it that threads the donated state through (for timing).
+
+  loss_fn(model, mask_rate) -> loss(params, tokens, key): another loss than the task's (a
+  benchmark's variant); mesh: the step laid out over a device mesh (training/sharding.py) as
+  training does, the same global batch split over its devices."""
   from model.encoder import MlmModel
   from training import mlm
   from training.optimizer import make_optimizer
@@ -93,9 +103,18 @@ def compiled_train_step(config, length: int, batch: int, vocab_size: int):
   model = MlmModel(mlm.model_config(config, vocab_size))
   tx = make_optimizer(config.train)
   state = TrainState.create(mlm.init_params(model, jax.random.PRNGKey(0), length), tx)
-  step = make_train_step(mlm.mlm_loss_fn(model, config.data.mask_rate), tx)
-  tokens = np.random.default_rng(0).integers(5, vocab_size, (batch, length)).astype(np.int32)
+  step_loss = (loss_fn or mlm.mlm_loss_fn)(model, config.data.mask_rate)
+  tokens = random_tokens(batch, length, vocab_size)
   key = jax.random.PRNGKey(1)
+  shardings = None
+  if mesh is not None:
+    from training import sharding
+    layout = sharding.state_shardings(mesh, state)
+    shardings = (layout, sharding.batch_sharding(mesh), sharding.replicated(mesh))
+    state = jax.device_put(state, layout)
+    tokens = sharding.put_batch(tokens, shardings[1])
+    key = jax.device_put(key, shardings[2])
+  step = make_train_step(step_loss, tx, shardings=shardings)
   compiled = step.lower(state, tokens, key).compile()
   holder = {"state": state}
 
