@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The CPU performance page: five measurements in sequence, each in its own process, every
 # ratio measured within one process (or one interleaved run), on an otherwise idle machine.
-# About 10 minutes on 2 idle CPU cores (peers ~3, throughput ~2.5, eval ~2, remat ~1,
-# devices ~2); --quick: tiny shapes, a few minutes of CPU, a check that the chain works.
+# About 11 minutes on 2 idle CPU cores (estimated: peers ~3, throughput ~2.5, eval ~2,
+# remat ~2, devices ~2); --quick: tiny shapes, ~2.5 minutes of CPU, a check that the chain
+# works.
 #
 #   bash benchmarks/performance.sh [--quick] [OUT]
 #        # OUT default: docs/results/performance.md (--quick: runs/performance_quick.md)
