@@ -25,6 +25,24 @@ def best_time(fn, *args, repeats: int = 5, min_time: float = 0.5):
   return best
 
 
+def interleaved_times(runs: dict, rounds: int, calls: int, warmup: int = 2) -> dict:
+  """{name: [seconds per call, one per round]} of no-argument callables timed in turn: each
+  round times `calls` calls of each (the order rotated from round to round), so that a busy
+  spell of the machine hits all of them alike. `warmup` calls of each first (compilation,
+  optimizer-state allocation) are not timed."""
+  for run in runs.values():
+    for _ in range(warmup):
+      jax.block_until_ready(run())
+  names, times = list(runs), {name: [] for name in runs}
+  for r in range(rounds):
+    for name in names[r % len(names):] + names[:r % len(names)]:
+      start = time.perf_counter()
+      for _ in range(calls):
+        jax.block_until_ready(runs[name]())
+      times[name].append((time.perf_counter() - start) / calls)
+  return times
+
+
 def page_faults_per_call(fn, calls: int = 7) -> float:
   """Minor page faults of the median call once warm: memory the kernel maps and zeroes afresh
   every step. (The median, because the heap may grow once by a whole scratch block, most

@@ -34,10 +34,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
 
 from benchmarks.common import best_time, matmul_peak_flops, report  # noqa: E402
-from benchmarks.mlm_throughput import compiled_train_step, matmul_flops  # noqa: E402
+from benchmarks.mlm_throughput import (compiled_train_step, matmul_flops,  # noqa: E402
+                                       random_tokens)
 
 STUDY = "configs/mlm_extrapolation.py"
 THROUGHPUT = "configs/mlm_extrapolation.py:width=256,layers=4,heads=4,mlp=1024"
@@ -102,7 +102,7 @@ def eval_cell(spec, dtype, impl, length, batch, vocab, peaks, quick):
     model = MlmModel(mlm.model_config(config, vocab))
     params = mlm.init_params(model, jax.random.PRNGKey(0), length)
     step = make_eval_step(model, vocab, config.data.mask_rate)
-    tokens = np.random.default_rng(0).integers(5, vocab, (batch, length)).astype(np.int32)
+    tokens = random_tokens(batch, length, vocab)
     return best_time(step, params, tokens, jax.random.PRNGKey(1),
                      repeats=2 if quick else 5, min_time=0.05 if quick else 0.5)
   seconds = timed(measure)

@@ -1,8 +1,9 @@
 """Training throughput of the throughput target's MLM vs the f32 matmul peak, in one process.
 
-  python benchmarks/mlm_throughput.py [--lengths 64,128] [--batch 32]
+  python benchmarks/mlm_throughput.py [--lengths 64,128] [--batch 32] [--vocab 133]
       [--config configs/mlm_extrapolation.py:width=256,layers=4,heads=4,mlp=1024]
       [--out docs/results/mlm_throughput.md]
+  python benchmarks/mlm_throughput.py --quick     # a tiny model: checks the script runs
 
 The model is the one the >= 50% target was set for (width 256, 4 layers, 4 heads, MLP 1024:
 the MLM config's default until the length study moved to a smaller one).
@@ -34,6 +35,13 @@ from benchmarks.common import (best_time, compiled_flops,  # noqa: E402
 from utils.host_memory import keep_freed_host_memory  # noqa: E402
 
 
+# best_time's rounds: a step is ~0.4 s, so several per round; --quick: a check, not a measurement
+TIMING = dict(repeats=7, min_time=1.5)
+QUICK_TIMING = dict(repeats=2, min_time=0.05)
+QUICK = dict(config="configs/mlm_extrapolation.py:width=32,layers=1,heads=2,mlp=64",
+             lengths="32", batch=4)
+
+
 def matmul_flops(m, batch: int, length: int, predictions: int, vocab_size: int) -> float:
   """FLOPs of one train step's matrix products: 3 x forward (softmax attention, dense heads)."""
   w, f = m.width, m.mlp_dim
@@ -43,7 +51,7 @@ def matmul_flops(m, batch: int, length: int, predictions: int, vocab_size: int) 
   return 3.0 * forward
 
 
-def bare_block_seconds(m, batch: int, length: int, elementwise: bool) -> float:
+def bare_block_seconds(m, batch: int, length: int, elementwise: bool, timing=None) -> float:
   """Seconds per gradient of a stand-in with exactly the default model's matrix products.
 
   elementwise=False: the products alone (q, k, v, o, the MLP pair and the two attention
@@ -78,12 +86,22 @@ def bare_block_seconds(m, batch: int, length: int, elementwise: bool) -> float:
       x = norm(x) if elementwise else x
     return jnp.sum(x * x)
 
-  return best_time(jax.jit(jax.grad(loss)), params, x, repeats=7, min_time=1.5)
+  return best_time(jax.jit(jax.grad(loss)), params, x, **(timing or TIMING))
 
 
-def compiled_train_step(config, length: int, batch: int, vocab_size: int):
+def random_tokens(batch: int, length: int, vocab_size: int) -> np.ndarray:
+  """The benchmarks' token data: uniform over the non-special ids, the same for a given shape."""
+  return np.random.default_rng(0).integers(5, vocab_size, (batch, length)).astype(np.int32)
+
+
+def compiled_train_step(config, length: int, batch: int, vocab_size: int, loss_fn=None,
+                        mesh=None):
   """(run, compiled): the task's real jitted MLM train step on random tokens, compiled once,
-  and a no-argument call of it that threads the donated state through (for timing)."""
+  and a no-argument call of it that threads the donated state through (for timing).
+
+  loss_fn(model, mask_rate) -> loss(params, tokens, key): another loss than the task's (a
+  benchmark's variant); mesh: the step laid out over a device mesh (training/sharding.py) as
+  training does, the same global batch split over its devices."""
   from model.encoder import MlmModel
   from training import mlm
   from training.optimizer import make_optimizer
@@ -93,9 +111,18 @@ def compiled_train_step(config, length: int, batch: int, vocab_size: int):
   model = MlmModel(mlm.model_config(config, vocab_size))
   tx = make_optimizer(config.train)
   state = TrainState.create(mlm.init_params(model, jax.random.PRNGKey(0), length), tx)
-  step = make_train_step(mlm.mlm_loss_fn(model, config.data.mask_rate), tx)
-  tokens = np.random.default_rng(0).integers(5, vocab_size, (batch, length)).astype(np.int32)
+  step_loss = (loss_fn or mlm.mlm_loss_fn)(model, config.data.mask_rate)
+  tokens = random_tokens(batch, length, vocab_size)
   key = jax.random.PRNGKey(1)
+  shardings = None
+  if mesh is not None:
+    from training import sharding
+    layout = sharding.state_shardings(mesh, state)
+    shardings = (layout, sharding.batch_sharding(mesh), sharding.replicated(mesh))
+    state = jax.device_put(state, layout)
+    tokens = sharding.put_batch(tokens, shardings[1])
+    key = jax.device_put(key, shardings[2])
+  step = make_train_step(step_loss, tx, shardings=shardings)
   compiled = step.lower(state, tokens, key).compile()
   holder = {"state": state}
 
@@ -105,16 +132,17 @@ def compiled_train_step(config, length: int, batch: int, vocab_size: int):
   return run, compiled
 
 
-def measure(config, length: int, batch: int, vocab_size: int):
+def measure(config, length: int, batch: int, vocab_size: int, timing=None):
   run, compiled = compiled_train_step(config, length, batch, vocab_size)
   flops = compiled_flops(compiled)
-  seconds = best_time(run, repeats=7, min_time=1.5)  # a step is ~0.4 s: several per round
+  seconds = best_time(run, **(timing or TIMING))
   faults = page_faults_per_call(run)
   from data.mlm import num_predictions
   model_flops = matmul_flops(config.model, batch, length,
                              num_predictions(length, config.data.mask_rate), vocab_size)
   block_flops = matmul_flops(config.model, batch, length, 0, vocab_size)
-  floors = [block_flops / bare_block_seconds(config.model, batch, length, e) for e in (False, True)]
+  floors = [block_flops / bare_block_seconds(config.model, batch, length, e, timing)
+            for e in (False, True)]
   return batch * length / seconds, model_flops / seconds, flops / seconds, floors, faults
 
 
@@ -128,24 +156,31 @@ def main() -> int:
   p.add_argument("--batch", type=int, default=32)
   p.add_argument("--vocab", type=int, default=133, help="vocabulary size (default: the "
                  "synthetic corpus's 128 symbols + 5 specials)")
+  p.add_argument("--quick", action="store_true", help="a tiny model, short timing: checks the "
+                 "script runs")
   p.add_argument("--out", default="")
   args = p.parse_args()
+  if args.quick:
+    vars(args).update(QUICK)
   kept = keep_freed_host_memory()  # as the entry points do: measure what train.py runs
   from utils.cli import load_config_file
   config = load_config_file(args.config)
   start = time.time()
-  peak = matmul_peak_flops()
+  peak_n = 256 if args.quick else 2048
+  peak = matmul_peak_flops(peak_n)
   rows = []
   for n in [int(x) for x in args.lengths.split(",")]:
-    rows.append((n,) + measure(config, n, args.batch, args.vocab))
-  peak_after = matmul_peak_flops()  # measured again: the machine may be busier now
+    rows.append((n,) + measure(config, n, args.batch, args.vocab,
+                               QUICK_TIMING if args.quick else None))
+  peak_after = matmul_peak_flops(peak_n)  # measured again: the machine may be busier now
   peak = max(peak, peak_after)
   m = config.model
   lines = [
       f"MLM model: {m.num_layers} layers, width {m.width}, {m.num_heads} heads, MLP "
       f"{m.mlp_dim}, vocabulary {args.vocab}, position={m.position}, scale={m.scale}; "
-      f"batch {args.batch}; MLM head on the masked positions only.",
-      f"f32 matmul peak (2048^3, best of the two measurements): {peak / 1e9:.1f} GFLOP/s",
+      f"batch {args.batch}; MLM head on the masked positions only." +
+      (" QUICK: a tiny model, not a measurement." if args.quick else ""),
+      f"f32 matmul peak ({peak_n}^3, best of the two measurements): {peak / 1e9:.1f} GFLOP/s",
       "",
       "| train length | ms / step | tokens/s | model GFLOP/s | ratio to matmul peak | "
       "XLA-counted GFLOP/s (ratio) | same products alone | + softmax, GELU, norms | "

@@ -21,6 +21,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from configs.common import variant_text
@@ -82,13 +83,21 @@ def init_params(model: MlmModel, key, length: int):
   return model.init({"params": key}, tokens, tokens != PAD)["params"]
 
 
-def mlm_loss_fn(model: MlmModel, mask_rate: float):
-  """loss(params, tokens, key): masks with one key, drops out with another."""
+def mlm_loss_fn(model: MlmModel, mask_rate: float, head_everywhere: bool = False):
+  """loss(params, tokens, key): masks with one key, drops out with another.
+
+  head_everywhere: the MLM head computes logits at every position (as HuggingFace's heads
+  do) and the loss weighs the masked ones; the same value at the head's full cost, which
+  benchmarks/peers.py measures. Training runs the head at the masked positions only."""
 
   def loss(params, tokens, key):
     k_mask, k_drop = jax.random.split(key)
     inputs, positions, targets, weights = mlm_mask(k_mask, tokens, vocab_size=model.cfg.vocab_size,
                                                    rate=mask_rate)
+    if head_everywhere:  # every position a target, weighted 0 unless it was picked
+      rows = np.arange(tokens.shape[0])[:, None]
+      weights = jnp.zeros(tokens.shape, weights.dtype).at[rows, positions].set(weights)
+      targets, positions = tokens, None
     logits = model.apply({"params": params}, inputs, tokens != PAD, deterministic=False,
                          targets_at=positions, rngs={"dropout": k_drop})
     value, sums = mlm_loss(logits, targets, weights)
