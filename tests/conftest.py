@@ -23,6 +23,7 @@ if ROOT not in sys.path:
 import jax  # noqa: E402
 # the summary line naming skipped peer checks (tests/ is on sys.path, as for entry_points)
 from peer_skips import pytest_terminal_summary  # noqa: E402,F401
+import module_weights  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
@@ -43,3 +44,8 @@ def pytest_unconfigure(config):
     shutil.rmtree(cache, ignore_errors=True)
     os.environ.pop(CACHE_VAR, None)
 
+
+
+def pytest_collection_modifyitems(config, items):
+  # heaviest modules first, so that the two workers end together (tests/module_weights.py)
+  items[:] = module_weights.heaviest_first(items, module_weights.load())

@@ -65,6 +65,9 @@ def _failing_save(monkeypatch, error, later: bool):
       raise pending[0]()
     if step != 2:
       return save(self, step, *args, **kwargs)
+    # as orbax's save does first: its start-up removal of partial directories runs in the
+    # background and would race with the one made here (seen on a loaded machine)
+    getattr(self, "_maybe_await_cleanup_tmp_directory", lambda: None)()
     os.makedirs(os.path.join(str(self.directory), "2.orbax-checkpoint-tmp-7", "state"))
     if not later:
       raise error()
