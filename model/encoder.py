@@ -15,6 +15,7 @@ from model.masks import causal_mask, padding_mask, unilm_mask, window_mask
 from model.norms import block_norm
 from model.positions import checked_terms, get_position
 from model.positions.base import term_arrays
+from model.remat import remat
 
 
 class Mlp(nn.Module):
@@ -78,10 +79,11 @@ class Encoder(nn.Module):
     # post-LN normalises the embeddings (BERT); pre-norm normalises the output instead
     self.final_norm = block_norm(cfg)
     self.dropout = Dropout(cfg.dropout)
-    # remat recomputes each block's activations in the backward pass (memory for time);
-    # argument 4 (deterministic) is a Python bool, so it must be static. Only arrays cross
-    # it, which is why shared position terms travel as a dict of arrays.
-    block = nn.remat(Block, static_argnums=(4,)) if cfg.remat else Block
+    # remat recomputes each block's activations in the backward pass, once the gradient of
+    # its output exists (model/remat.py: memory for time); argument 4 (deterministic) is a
+    # Python bool, so it must be static. Only arrays cross it, which is why shared position
+    # terms travel as a dict of arrays.
+    block = remat(Block, static_argnums=(4,)) if cfg.remat else Block
     self.blocks = [block(cfg, name=f"block_{i}") for i in range(cfg.num_layers)]
 
   def __call__(self, tokens, valid, deterministic: bool = True, mask=None, segment_ids=None,

@@ -40,7 +40,7 @@ def _cfg(**kw):
 
 
 def _equations(jaxpr):
-  """Every equation of a jaxpr, those of its sub-jaxprs (remat, custom_jvp, pjit) included."""
+  """Every equation of a jaxpr, those of its sub-jaxprs (custom_vjp, custom_jvp, pjit) included."""
   for eqn in jaxpr.eqns:
     yield eqn
     for param in eqn.params.values():
@@ -61,6 +61,7 @@ def _dtypes(eqn, which):
 MODELS = {
     "rope_logn": (dict(), False, 0),
     "rope_fused": (dict(attention_impl="fused"), False, 0),
+    "rope_remat": (dict(remat=True), False, 0),  # the block inside model/remat.py's custom VJP
     "rope_yarn_rmsnorm": (dict(rope_scaling="yarn", rope_scaling_factor=2.0,
                                rope_original_length=8, norm="rmsnorm"), False, 0),
     "rerope_pre": (dict(rope_scaling="rerope", rerope_window=3, norm="pre"), False, 0),
