@@ -44,9 +44,19 @@ def log_xi(logits, targets, allowed=None):
   return jax.nn.logsumexp(negatives, axis=1) - _target_logit(logits, targets)
 
 
-def _row_metrics(logits, targets, allowed):
+# InfoNCE's positive-logit gradient 1 / (1 + xi) - 1 is exactly 0 in float32 once 1 + xi
+# rounds to 1, i.e. xi < 2^-24 (docs/results/flatnce_mechanism.md): FlatNCE's "easy row"
+XI_UNDERFLOW = 2.0 ** -24
+
+
+def _row_metrics(logits, targets, allowed, gap=None):
+  """Accuracy, the mean log xi and the fraction of rows whose xi is below XI_UNDERFLOW: what
+  FlatNCE's argument is about, logged for every loss so that runs show how often it happens."""
+  gap = log_xi(logits, targets, allowed) if gap is None else gap
   logits = _masked(logits, allowed)
-  return {"accuracy": jnp.mean(jnp.argmax(logits, axis=1) == targets)}
+  return {"accuracy": jnp.mean(jnp.argmax(logits, axis=1) == targets),
+          "log_xi": jnp.mean(gap),
+          "xi_underflow": jnp.mean(gap < jnp.log(XI_UNDERFLOW))}
 
 
 def infonce(logits, targets, allowed=None):
@@ -60,9 +70,9 @@ def flatnce(logits, targets, allowed=None):
   # xi / stop_grad(xi) written as exp(l - stop_grad(l)): the same value (1) and gradient
   # (grad l), without ever forming exp(l), which overflows for confident rows.
   per_row = jnp.exp(gap - jax.lax.stop_gradient(gap))
-  metrics = _row_metrics(logits, targets, allowed)
+  metrics = _row_metrics(logits, targets, allowed, gap)
   # the InfoNCE value log(1 + xi) is what FlatNCE implicitly minimises; log it for comparison
-  metrics.update(log_xi=jnp.mean(gap), infonce=jnp.mean(jax.nn.softplus(gap)))
+  metrics.update(infonce=jnp.mean(jax.nn.softplus(gap)))
   return jnp.mean(per_row), metrics
 
 

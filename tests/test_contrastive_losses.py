@@ -86,6 +86,25 @@ def test_flatnce_gradient_is_that_of_log_xi_and_its_metrics():
                              rtol=1e-12)
 
 
+def test_underflow_metric_flags_exactly_the_rows_whose_infonce_positive_gradient_is_zero():
+  # 4 rows over 8 candidates, target 0, the 7 negatives equal at log(xi / 7): xi from 1e-3 to
+  # 1e-12, two above 2^-24 (6e-8) and two below
+  xis = np.array([1e-3, 1e-6, 1e-9, 1e-12])
+  s = jnp.asarray(np.concatenate([np.zeros((4, 1)), np.repeat(np.log(xis / 7)[:, None], 7, 1)],
+                                 axis=1), jnp.float32)
+  t = jnp.zeros(4, jnp.int32)
+  for loss in (C.infonce, C.flatnce):
+    metrics = loss(s, t)[1]
+    np.testing.assert_allclose(metrics["log_xi"], np.mean(np.log(xis)), rtol=1e-5)
+    assert float(metrics["xi_underflow"]) == 0.5, loss.__name__
+  # the mechanism the metric stands for: InfoNCE's positive gradient is 0 on the flagged rows
+  # (float32), nonzero on the others; FlatNCE's is -1/4 (mean over 4 rows) on every row
+  g_info, g_flat = np.asarray(_grad(C.infonce, s, t)), np.asarray(_grad(C.flatnce, s, t))
+  flagged = np.log(xis) < np.log(C.XI_UNDERFLOW)
+  assert np.all(g_info[flagged, 0] == 0) and np.all(g_info[~flagged, 0] < 0)
+  np.testing.assert_allclose(g_flat[:, 0], -0.25, rtol=1e-6)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_per_row_infonce_gradient_is_xi_over_one_plus_xi_times_flatnce(seed):
   s = _logits(8, 8, seed)
