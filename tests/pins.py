@@ -7,16 +7,20 @@ and jax version that recorded the file the comparison is exact; elsewhere floats
 by a relative 1e-5 plus an absolute 1e-6 (a different CPU may pick other vector kernels),
 and a failure says which comparison was made.
 
-The files were recorded in a test session, that is under the XLA flag tests/conftest.py sets
-(--xla_backend_optimization_level=0): a pin compares compiled programs built the same way.
+The files were recorded in a test session, that is under the XLA flags tests/conftest.py sets
+(--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false): a pin compares
+compiled programs built the same way.
 
 Which commit recorded each file: variants.json at 516ef53, before the restructuring into
-self-describing variants and tasks (the restructured code matched it exactly), and again at
-516ef53 when the flag above was set; the two smoke runs when the flag was set, after the
-weight-decay mask stopped decaying the per-head query/key/value biases, a deliberate numeric
-change (the quickstart's metrics.jsonl and
-eval.json had been checked bit-identical across the restructuring before it, under the
-default flags, as a user runs it).
+self-describing variants and tasks (the restructured code matched it exactly), and at 516ef53
+again each time one of the flags above was added; the second time on an AMD EPYC, where
+516ef53 under the first flag alone matched the previous file (recorded on an Intel Xeon)
+within the tolerance, and HEAD matched 516ef53 exactly under either set of flags. The two
+smoke runs under both flags at the commit that added the second; they matched the previous
+files (recorded under the first flag alone, after the weight-decay mask stopped decaying the
+per-head query/key/value biases, a deliberate numeric change) within the tolerance. The
+quickstart's metrics.jsonl and eval.json had been checked bit-identical across the
+restructuring before that, under the default flags, as a user runs it.
 """
 from __future__ import annotations
 
