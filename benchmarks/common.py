@@ -66,12 +66,15 @@ def matmul_peak_flops(n: int = 2048, dtype=jnp.float32) -> float:
   return 2 * n ** 3 / best_time(f, a, b)
 
 
+def compiled_cost(compiled) -> dict:
+  """XLA's cost analysis of a compiled executable: 'flops', 'bytes accessed', ... of one call."""
+  cost = compiled.cost_analysis()
+  return dict(cost[0] if isinstance(cost, (list, tuple)) else cost)
+
+
 def compiled_flops(compiled) -> float:
   """FLOPs of one call according to XLA's cost analysis of a compiled executable."""
-  cost = compiled.cost_analysis()
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0]
-  return float(cost.get("flops", 0.0))
+  return float(compiled_cost(compiled).get("flops", 0.0))
 
 
 def describe_machine() -> str:

@@ -51,8 +51,21 @@ def matmul_flops(m, batch: int, length: int, predictions: int, vocab_size: int) 
   return 3.0 * forward
 
 
+def plain_norm(y, epsilon: float = 1e-6):
+  """The stand-in's layer norm: no scale, no bias, the variance of the centred values."""
+  y = y - y.mean(-1, keepdims=True)
+  return y * jax.lax.rsqrt((y * y).mean(-1, keepdims=True) + epsilon)
+
+
 def bare_block_seconds(m, batch: int, length: int, elementwise: bool, timing=None) -> float:
-  """Seconds per gradient of a stand-in with exactly the default model's matrix products.
+  """Seconds per gradient of a stand-in with exactly the default model's matrix products
+  (bare_block_step)."""
+  return best_time(bare_block_step(m, batch, length, elementwise), **(timing or TIMING))
+
+
+def bare_block_step(m, batch: int, length: int, elementwise: bool):
+  """A no-argument call of the jitted gradient of a stand-in with exactly the default model's
+  matrix products.
 
   elementwise=False: the products alone (q, k, v, o, the MLP pair and the two attention
   products, residual adds, no biases); what XLA's CPU backend does with this step's shapes
@@ -68,10 +81,7 @@ def bare_block_seconds(m, batch: int, length: int, elementwise: bool, timing=Non
   params = [dict(q=weight(w, w), k=weight(w, w), v=weight(w, w), o=weight(w, w),
                  fc1=weight(w, f), fc2=weight(f, w)) for _ in range(layers)]
   x = weight(t, w)
-
-  def norm(y):
-    y = y - y.mean(-1, keepdims=True)
-    return y * jax.lax.rsqrt((y * y).mean(-1, keepdims=True) + 1e-6)
+  norm = plain_norm
 
   def loss(params, x):
     heads = lambda y: y.reshape(batch, length, h, d).transpose(0, 2, 1, 3)
@@ -86,7 +96,8 @@ def bare_block_seconds(m, batch: int, length: int, elementwise: bool, timing=Non
       x = norm(x) if elementwise else x
     return jnp.sum(x * x)
 
-  return best_time(jax.jit(jax.grad(loss)), params, x, **(timing or TIMING))
+  grad = jax.jit(jax.grad(loss))
+  return lambda: grad(params, x)
 
 
 def random_tokens(batch: int, length: int, vocab_size: int) -> np.ndarray:
@@ -95,13 +106,14 @@ def random_tokens(batch: int, length: int, vocab_size: int) -> np.ndarray:
 
 
 def compiled_train_step(config, length: int, batch: int, vocab_size: int, loss_fn=None,
-                        mesh=None):
+                        mesh=None, tx=None):
   """(run, compiled): the task's real jitted MLM train step on random tokens, compiled once,
   and a no-argument call of it that threads the donated state through (for timing).
 
   loss_fn(model, mask_rate) -> loss(params, tokens, key): another loss than the task's (a
   benchmark's variant); mesh: the step laid out over a device mesh (training/sharding.py) as
-  training does, the same global batch split over its devices."""
+  training does, the same global batch split over its devices; tx: another optimizer than
+  the config's (a benchmark's variant)."""
   from model.encoder import MlmModel
   from training import mlm
   from training.optimizer import make_optimizer
@@ -109,7 +121,7 @@ def compiled_train_step(config, length: int, batch: int, vocab_size: int, loss_f
   from training.step import make_train_step
 
   model = MlmModel(mlm.model_config(config, vocab_size))
-  tx = make_optimizer(config.train)
+  tx = tx or make_optimizer(config.train)
   state = TrainState.create(mlm.init_params(model, jax.random.PRNGKey(0), length), tx)
   step_loss = (loss_fn or mlm.mlm_loss_fn)(model, config.data.mask_rate)
   tokens = random_tokens(batch, length, vocab_size)
