@@ -60,12 +60,12 @@ def plain_norm(y, epsilon: float = 1e-6):
 def bare_block_seconds(m, batch: int, length: int, elementwise: bool, timing=None) -> float:
   """Seconds per gradient of a stand-in with exactly the default model's matrix products
   (bare_block_step)."""
-  return best_time(bare_block_step(m, batch, length, elementwise), **(timing or TIMING))
+  return best_time(bare_block_step(m, batch, length, elementwise)[0], **(timing or TIMING))
 
 
 def bare_block_step(m, batch: int, length: int, elementwise: bool):
-  """A no-argument call of the jitted gradient of a stand-in with exactly the default model's
-  matrix products.
+  """(run, compiled): the compiled gradient of a stand-in with exactly the default model's
+  matrix products, and a no-argument call of it.
 
   elementwise=False: the products alone (q, k, v, o, the MLP pair and the two attention
   products, residual adds, no biases); what XLA's CPU backend does with this step's shapes
@@ -96,8 +96,8 @@ def bare_block_step(m, batch: int, length: int, elementwise: bool):
       x = norm(x) if elementwise else x
     return jnp.sum(x * x)
 
-  grad = jax.jit(jax.grad(loss))
-  return lambda: grad(params, x)
+  compiled = jax.jit(jax.grad(loss)).lower(params, x).compile()
+  return lambda: compiled(params, x), compiled
 
 
 def random_tokens(batch: int, length: int, vocab_size: int) -> np.ndarray:

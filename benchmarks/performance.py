@@ -237,6 +237,10 @@ def main() -> int:
   p.add_argument("--gap_lengths", default="128,64", help="gap: train lengths")
   p.add_argument("--gap_batch", type=int, default=32)
   p.add_argument("--gap_rounds", type=int, default=5, help="gap: rounds of every step in turn")
+  p.add_argument("--gap_warmup", type=int, default=2, help="gap: untimed calls of each first")
+  p.add_argument("--gap_clock", choices=("wall", "cpu"), default="wall",
+                 help="gap: wall time, or the CPU time of the process (steadier on a machine "
+                 "that other processes keep busy)")
   p.add_argument("--child_devices", type=int, default=0, help=argparse.SUPPRESS)
   p.add_argument("--out", default="")
   args = p.parse_args()

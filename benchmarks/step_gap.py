@@ -20,6 +20,7 @@ accessed) stands beside it, to tell the memory-bound pieces from the compute-bou
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Callable
 
 import flax.linen as nn
@@ -196,8 +197,9 @@ def itemise(times: dict, flops: dict, standin_flops: float) -> dict:
 # ----------------------------------------------------------------------------- the section
 
 def measure(base: str, length: int, batch: int, vocab: int, rounds: int, calls: int,
-            variants=VARIANTS) -> dict:
-  """Every variant's step and both stand-ins timed interleaved; the itemised gap."""
+            variants=VARIANTS, clock=time.perf_counter, warmup: int = 2) -> dict:
+  """Every variant's step and both stand-ins timed interleaved (clock: interleaved_times');
+  the itemised gap."""
   from benchmarks.common import compiled_cost, interleaved_times
   from benchmarks.mlm_throughput import bare_block_step, matmul_flops
   runs, flops, cost = {}, {}, {}
@@ -206,40 +208,46 @@ def measure(base: str, length: int, batch: int, vocab: int, rounds: int, calls: 
     cost[v.name] = compiled_cost(compiled)
   m = variant_config(base, variants[0]).model
   for name, elementwise in ((STANDIN, False), (ELEMENTWISE, True)):
-    runs[name] = bare_block_step(m, batch, length, elementwise)
-  times = interleaved_times(runs, rounds, calls)
+    runs[name], compiled = bare_block_step(m, batch, length, elementwise)
+    cost[name] = compiled_cost(compiled)
+  times = interleaved_times(runs, rounds, calls, warmup, clock)
   standin_flops = matmul_flops(m, batch, length, 0, vocab)
   return {"times": {k: float(np.median(v)) for k, v in times.items()}, "cost": cost,
           "flops": flops, "gap": itemise(times, flops, standin_flops),
           "standin_flops": standin_flops}
 
 
-def table(result: dict, variants=VARIANTS) -> list[str]:
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+UNITS = {"wall": "ms / step", "cpu": "CPU ms / step"}
+
+
+def table(result: dict, variants=VARIANTS, unit: str = UNITS["wall"]) -> list[str]:
   ms = lambda s: f"{1e3 * s:,.1f}"
   t, gap, cost = result["times"], result["gap"], result["cost"]
   excess = gap["excess"]
   share = lambda s: f"{100 * s / excess:.0f}%" if excess > 0 else "n/a"
   gb = lambda name, key: cost[name].get(key, 0.0) / 1e9
   lines = [f"Full step {ms(t[FULL])} ms; its matrix products at the stand-in's rate "
-           f"{ms(gap['expected'])} ms (stand-in, products alone: {ms(t[STANDIN])} ms; with "
-           f"softmax, GELU, norms: {ms(t[ELEMENTWISE])} ms); the step at "
-           f"**{gap['expected'] / t[FULL]:.2f}** of the stand-in's rate, **excess "
-           f"{ms(excess)} ms**.", "",
-           "| variant | removed or swapped | ms / step | piece: excess of the full step minus "
-           "the variant's, ms (range over rounds) | share of the excess | XLA GFLOP | XLA GB "
+           f"{ms(gap['expected'])} ms: the step at **{gap['expected'] / t[FULL]:.2f}** of the "
+           f"stand-in's rate, **excess {ms(excess)} ms** ({unit}).", "",
+           f"| variant | removed or swapped | {unit} | piece: the full step's excess minus the "
+           "variant's, ms (range over rounds) | share of the excess | XLA GFLOP | XLA GB "
            "accessed (minus the full step's) |",
            "|---|---|---|---|---|---|---|"]
   for v in variants:
     piece = gap["pieces"].get(v.name)
-    cell = ("" if piece is None else
-            f"{ms(piece[0])} ({ms(piece[1])} to {ms(piece[2])})")
+    cell = "" if piece is None else f"{ms(piece[0])} ({ms(piece[1])} to {ms(piece[2])})"
     bytes_ = gb(v.name, "bytes accessed")
     diff = "" if v.name == FULL else f" ({bytes_ - gb(FULL, 'bytes accessed'):+.3f})"
     lines.append(f"| {v.name} | {v.removes} | {ms(t[v.name])} | {cell} | "
                  f"{'' if piece is None else share(piece[0])} | {gb(v.name, 'flops'):.2f} | "
                  f"{bytes_:.3f}{diff} |")
-  lines.append(f"| unexplained | the excess minus the pieces | | {ms(gap['unexplained'])} | "
-               f"{share(gap['unexplained'])} | | |")
+  lines.append(f"| **unexplained** | the excess minus the pieces | | "
+               f"**{ms(gap['unexplained'])}** | **{share(gap['unexplained'])}** | | |")
+  for name, what in ((STANDIN, "the encoder's products, residual adds"),
+                     (ELEMENTWISE, "the same + softmax, GELU, two parameter-free norms")):
+    lines.append(f"| {name} | {what} ({result['standin_flops'] / 1e9:.2f} GFLOP of products) "
+                 f"| {ms(t[name])} | | | {gb(name, 'flops'):.2f} | {gb(name, 'bytes accessed'):.3f} |")
   return lines
 
 
@@ -250,14 +258,19 @@ def gap_section(args) -> list[str]:
   base = spec(THROUGHPUT, quick)
   lengths = (16,) if quick else tuple(int(n) for n in args.gap_lengths.split(","))
   batch = 2 if quick else args.gap_batch
-  rounds, calls = (2, 1) if quick else (args.gap_rounds, 1)
+  rounds, warmup = (2, 1) if quick else (args.gap_rounds, args.gap_warmup)
+  unit = UNITS[args.gap_clock]
   lines = [f"Throughput model ({base}), batch {batch}, vocabulary {args.vocab}; every step "
-           f"and both stand-ins timed interleaved, {rounds} rounds of {calls} call each, "
-           "medians of the per-round values. Stand-in: mlm_throughput.bare_block_step, the "
-           "encoder's matrix products alone; a variant's piece is the full step's excess over "
-           "the stand-in's rate minus the variant's (benchmarks/step_gap.py)."]
+           f"and both stand-ins timed interleaved ({warmup} untimed calls each, then {rounds} "
+           f"rounds of one call each), medians of the per-round values, clock: "
+           f"{args.gap_clock}{' (CPU seconds of the process)' if args.gap_clock == 'cpu' else ''}."
+           " Stand-in: mlm_throughput.bare_block_step, the encoder's matrix products alone; a "
+           "variant's piece is the full step's excess over the stand-in's rate minus the "
+           "variant's (benchmarks/step_gap.py)."]
   for length in lengths:
-    result = measure(base, length, batch, args.vocab, rounds, calls)
-    lines += ["", f"### Train length {length}", "", *table(result)]
-    print("\n".join(lines[-len(VARIANTS) - 6:]), flush=True)
+    result = measure(base, length, batch, args.vocab, rounds, 1, clock=CLOCKS[args.gap_clock],
+                     warmup=warmup)
+    table_lines = table(result, unit=unit)
+    lines += ["", f"### Train length {length}", "", *table_lines]
+    print("\n".join(table_lines), flush=True)
   return lines
