@@ -76,8 +76,8 @@ def bare_block_step(m, batch: int, length: int, elementwise: bool):
   """
   w, f, h, layers = m.width, m.mlp_dim, m.num_heads, m.num_layers
   t, d = batch * length, m.width // m.num_heads
-  keys = iter(jax.random.split(jax.random.PRNGKey(0), 6 * layers + 1))
-  weight = lambda *shape: 0.02 * jax.random.normal(next(keys), shape)
+  rng = np.random.default_rng(0)
+  weight = lambda *shape: jnp.asarray(0.02 * rng.standard_normal(shape, np.float32))
   params = [dict(q=weight(w, w), k=weight(w, w), v=weight(w, w), o=weight(w, w),
                  fc1=weight(w, f), fc2=weight(f, w)) for _ in range(layers)]
   x = weight(t, w)
@@ -122,7 +122,9 @@ def compiled_train_step(config, length: int, batch: int, vocab_size: int, loss_f
 
   model = MlmModel(mlm.model_config(config, vocab_size))
   tx = tx or make_optimizer(config.train)
-  state = TrainState.create(mlm.init_params(model, jax.random.PRNGKey(0), length), tx)
+  # initialised in one compiled call: op by op, each initializer compiles on its own
+  params = jax.jit(lambda key: mlm.init_params(model, key, length))(jax.random.PRNGKey(0))
+  state = TrainState.create(params, tx)
   step_loss = (loss_fn or mlm.mlm_loss_fn)(model, config.data.mask_rate)
   tokens = random_tokens(batch, length, vocab_size)
   key = jax.random.PRNGKey(1)
