@@ -4,7 +4,7 @@ three measurements of the performance page, each in one process (or one interlea
   python benchmarks/performance.py --section eval [--out FILE]      # ~1 minute
   python benchmarks/performance.py --section remat [--out FILE]     # ~2 minutes (4 compiles)
   python benchmarks/performance.py --section devices [--out FILE]   # ~2 minutes
-  python benchmarks/performance.py --section gap [--out FILE]       # ~5 minutes (benchmarks/step_gap.py)
+  python benchmarks/performance.py --section gap [--out FILE]       # benchmarks/step_gap.py
   python benchmarks/performance.py --section eval --quick          # tiny shapes: a check
 
 eval: the length study's model (configs/mlm_extrapolation.py defaults: width 128, 2 layers)

@@ -128,8 +128,8 @@ VARIANTS = (
     Variant("no MLM head", "the MLM head and loss (dense, GELU, norm, tied decoder, softmax "
             "over the vocabulary, argmax) for a mean square of the masked hidden states",
             loss=headless_loss, head=False),
-    Variant("no optimizer update", "gradient clipping, AdamW and the finite-check select "
-            "(the gradients and their norm are still computed)", tx=optax.set_to_zero),
+    Variant("no optimizer update", "gradient clipping and AdamW (the gradients, their norm "
+            "and the finite check are still computed)", tx=optax.set_to_zero),
 )
 
 
