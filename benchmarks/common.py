@@ -25,21 +25,24 @@ def best_time(fn, *args, repeats: int = 5, min_time: float = 0.5):
   return best
 
 
-def interleaved_times(runs: dict, rounds: int, calls: int, warmup: int = 2) -> dict:
+def interleaved_times(runs: dict, rounds: int, calls: int, warmup: int = 2,
+                      clock=time.perf_counter) -> dict:
   """{name: [seconds per call, one per round]} of no-argument callables timed in turn: each
   round times `calls` calls of each (the order rotated from round to round), so that a busy
   spell of the machine hits all of them alike. `warmup` calls of each first (compilation,
-  optimizer-state allocation) are not timed."""
+  optimizer-state allocation) are not timed. clock=time.process_time: the CPU seconds of
+  this process (all its threads) instead of the wall time, the steadier measure of the work
+  on a machine that other processes keep busy."""
   for run in runs.values():
     for _ in range(warmup):
       jax.block_until_ready(run())
   names, times = list(runs), {name: [] for name in runs}
   for r in range(rounds):
     for name in names[r % len(names):] + names[:r % len(names)]:
-      start = time.perf_counter()
+      start = clock()
       for _ in range(calls):
         jax.block_until_ready(runs[name]())
-      times[name].append((time.perf_counter() - start) / calls)
+      times[name].append((clock() - start) / calls)
   return times
 
 
@@ -66,12 +69,15 @@ def matmul_peak_flops(n: int = 2048, dtype=jnp.float32) -> float:
   return 2 * n ** 3 / best_time(f, a, b)
 
 
+def compiled_cost(compiled) -> dict:
+  """XLA's cost analysis of a compiled executable: 'flops', 'bytes accessed', ... of one call."""
+  cost = compiled.cost_analysis()
+  return dict(cost[0] if isinstance(cost, (list, tuple)) else cost)
+
+
 def compiled_flops(compiled) -> float:
   """FLOPs of one call according to XLA's cost analysis of a compiled executable."""
-  cost = compiled.cost_analysis()
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0]
-  return float(cost.get("flops", 0.0))
+  return float(compiled_cost(compiled).get("flops", 0.0))
 
 
 def describe_machine() -> str:

@@ -51,8 +51,21 @@ def matmul_flops(m, batch: int, length: int, predictions: int, vocab_size: int) 
   return 3.0 * forward
 
 
+def plain_norm(y, epsilon: float = 1e-6):
+  """The stand-in's layer norm: no scale, no bias, the variance of the centred values."""
+  y = y - y.mean(-1, keepdims=True)
+  return y * jax.lax.rsqrt((y * y).mean(-1, keepdims=True) + epsilon)
+
+
 def bare_block_seconds(m, batch: int, length: int, elementwise: bool, timing=None) -> float:
-  """Seconds per gradient of a stand-in with exactly the default model's matrix products.
+  """Seconds per gradient of a stand-in with exactly the default model's matrix products
+  (bare_block_step)."""
+  return best_time(bare_block_step(m, batch, length, elementwise)[0], **(timing or TIMING))
+
+
+def bare_block_step(m, batch: int, length: int, elementwise: bool):
+  """(run, compiled): the compiled gradient of a stand-in with exactly the default model's
+  matrix products, and a no-argument call of it.
 
   elementwise=False: the products alone (q, k, v, o, the MLP pair and the two attention
   products, residual adds, no biases); what XLA's CPU backend does with this step's shapes
@@ -63,15 +76,12 @@ def bare_block_seconds(m, batch: int, length: int, elementwise: bool, timing=Non
   """
   w, f, h, layers = m.width, m.mlp_dim, m.num_heads, m.num_layers
   t, d = batch * length, m.width // m.num_heads
-  keys = iter(jax.random.split(jax.random.PRNGKey(0), 6 * layers + 1))
-  weight = lambda *shape: 0.02 * jax.random.normal(next(keys), shape)
+  rng = np.random.default_rng(0)
+  weight = lambda *shape: jnp.asarray(0.02 * rng.standard_normal(shape, np.float32))
   params = [dict(q=weight(w, w), k=weight(w, w), v=weight(w, w), o=weight(w, w),
                  fc1=weight(w, f), fc2=weight(f, w)) for _ in range(layers)]
   x = weight(t, w)
-
-  def norm(y):
-    y = y - y.mean(-1, keepdims=True)
-    return y * jax.lax.rsqrt((y * y).mean(-1, keepdims=True) + 1e-6)
+  norm = plain_norm
 
   def loss(params, x):
     heads = lambda y: y.reshape(batch, length, h, d).transpose(0, 2, 1, 3)
@@ -86,7 +96,8 @@ def bare_block_seconds(m, batch: int, length: int, elementwise: bool, timing=Non
       x = norm(x) if elementwise else x
     return jnp.sum(x * x)
 
-  return best_time(jax.jit(jax.grad(loss)), params, x, **(timing or TIMING))
+  compiled = jax.jit(jax.grad(loss)).lower(params, x).compile()
+  return lambda: compiled(params, x), compiled
 
 
 def random_tokens(batch: int, length: int, vocab_size: int) -> np.ndarray:
@@ -95,13 +106,14 @@ def random_tokens(batch: int, length: int, vocab_size: int) -> np.ndarray:
 
 
 def compiled_train_step(config, length: int, batch: int, vocab_size: int, loss_fn=None,
-                        mesh=None):
+                        mesh=None, tx=None):
   """(run, compiled): the task's real jitted MLM train step on random tokens, compiled once,
   and a no-argument call of it that threads the donated state through (for timing).
 
   loss_fn(model, mask_rate) -> loss(params, tokens, key): another loss than the task's (a
   benchmark's variant); mesh: the step laid out over a device mesh (training/sharding.py) as
-  training does, the same global batch split over its devices."""
+  training does, the same global batch split over its devices; tx: another optimizer than
+  the config's (a benchmark's variant)."""
   from model.encoder import MlmModel
   from training import mlm
   from training.optimizer import make_optimizer
@@ -109,8 +121,10 @@ def compiled_train_step(config, length: int, batch: int, vocab_size: int, loss_f
   from training.step import make_train_step
 
   model = MlmModel(mlm.model_config(config, vocab_size))
-  tx = make_optimizer(config.train)
-  state = TrainState.create(mlm.init_params(model, jax.random.PRNGKey(0), length), tx)
+  tx = tx or make_optimizer(config.train)
+  # initialised in one compiled call: op by op, each initializer compiles on its own
+  params = jax.jit(lambda key: mlm.init_params(model, key, length))(jax.random.PRNGKey(0))
+  state = TrainState.create(params, tx)
   step_loss = (loss_fn or mlm.mlm_loss_fn)(model, config.data.mask_rate)
   tokens = random_tokens(batch, length, vocab_size)
   key = jax.random.PRNGKey(1)

@@ -4,6 +4,7 @@ three measurements of the performance page, each in one process (or one interlea
   python benchmarks/performance.py --section eval [--out FILE]      # ~1 minute
   python benchmarks/performance.py --section remat [--out FILE]     # ~2 minutes (4 compiles)
   python benchmarks/performance.py --section devices [--out FILE]   # ~2 minutes
+  python benchmarks/performance.py --section gap [--out FILE]       # benchmarks/step_gap.py
   python benchmarks/performance.py --section eval --quick          # tiny shapes: a check
 
 eval: the length study's model (configs/mlm_extrapolation.py defaults: width 128, 2 layers)
@@ -20,6 +21,10 @@ devices: the throughput model's step at batch 32 x 128 on 1 and on 8 host device
   (XLA_FLAGS=--xla_force_host_platform_device_count, mesh.data = the device count, the same
   global batch), each in a subprocess, alternated. On a CPU the 8 devices share its cores:
   informational, it checks the sharded step's overhead, not a speed-up.
+gap: the throughput model's step at batch 32 x 128 and 64 with one piece removed at a time
+  (dropout, RoPE, log-n, the mask, norm parameters, biases, the embedding's gradient, the
+  MLM head, the optimizer update), timed interleaved with the bare-products stand-in of
+  benchmarks/mlm_throughput.py: where the step's time beyond the stand-in goes.
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
+from benchmarks import step_gap  # noqa: E402
 from benchmarks.common import (best_time, interleaved_times, matmul_peak_flops,  # noqa: E402
                                report)
 
@@ -214,6 +220,8 @@ SECTIONS = {
     "eval": ("Evaluation throughput at long lengths (forward)", eval_section),
     "remat": ("model.remat: memory and time of the train step at 512", remat_section),
     "devices": ("The train step on 1 vs 8 host devices", devices_section),
+    "gap": ("The train step's time beyond the bare-products stand-in, itemised",
+            lambda args: step_gap.gap_section(args)),
 }
 
 
@@ -226,6 +234,13 @@ def main() -> int:
   p.add_argument("--rounds", type=int, default=3, help="remat: rounds of the two steps")
   p.add_argument("--rounds_devices", type=int, default=2,
                  help="devices: subprocesses of each device count")
+  p.add_argument("--gap_lengths", default="128,64", help="gap: train lengths")
+  p.add_argument("--gap_batch", type=int, default=32)
+  p.add_argument("--gap_rounds", type=int, default=5, help="gap: rounds of every step in turn")
+  p.add_argument("--gap_warmup", type=int, default=2, help="gap: untimed calls of each first")
+  p.add_argument("--gap_clock", choices=("wall", "cpu"), default="wall",
+                 help="gap: wall time, or the CPU time of the process (steadier on a machine "
+                 "that other processes keep busy)")
   p.add_argument("--child_devices", type=int, default=0, help=argparse.SUPPRESS)
   p.add_argument("--out", default="")
   args = p.parse_args()

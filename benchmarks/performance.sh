@@ -17,6 +17,10 @@
 # 5. benchmarks/performance.py --section devices: the step on 1 vs 8 host devices
 # The page keeps the written analysis (from '## Reading' on) of the page it replaces; a new
 # page gets a placeholder there. Logs of every section go to OUT's name with .logs/.
+# Not on the page, its own command: where section 2's step loses to its stand-in, one piece
+# removed at a time (benchmarks/step_gap.py; a few minutes a length on 2 idle cores):
+#   python benchmarks/performance.py --section gap [--gap_lengths 128,64] [--gap_clock cpu] \
+#       [--out docs/results/performance_gap.md]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 QUICK=""

@@ -24,9 +24,9 @@ def make_train_step(loss_fn: Callable | None, tx: optax.GradientTransformation,
   whose gradient is not the autodiff of one loss (exact contrastive accumulation) passes
   grad_fn(params, batch, key) -> ((loss, metrics), grads) instead.
 
-  A step whose loss or gradients are not finite leaves the state untouched (the select happens
-  inside the jitted function, because the old state is donated); the loop then stops or skips
-  it as configured, and metrics['finite'] says which happened.
+  A step whose loss or gradients are not finite leaves the state untouched (decided inside the
+  jitted function, because the old state is donated); the loop then stops or skips it as
+  configured, and metrics['finite'] says which happened.
   """
 
   if grad_fn is None:
@@ -37,8 +37,11 @@ def make_train_step(loss_fn: Callable | None, tx: optax.GradientTransformation,
     (loss, metrics), grads = grad_fn(state.params, batch, key)
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    new = state.apply_gradients(grads, tx)
-    new = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, state)
+    # a branch, not a select of the new state or the old one: to select, XLA keeps the old
+    # optimizer moments alive beside the new, i.e. copies the donated buffers before updating
+    # them (two more passes over them every step, benchmarks/step_gap.py); the numbers are
+    # the same
+    new = jax.lax.cond(finite, lambda s: s.apply_gradients(grads, tx), lambda s: s, state)
     metrics = dict(metrics, loss=loss, grad_norm=grad_norm, finite=finite.astype(jnp.float32))
     return new, metrics
 
