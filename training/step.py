@@ -39,8 +39,8 @@ def make_train_step(loss_fn: Callable | None, tx: optax.GradientTransformation,
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     # a branch, not a select of the new state or the old one: to select, XLA keeps the old
     # optimizer moments alive beside the new, i.e. copies the donated buffers before updating
-    # them (two more passes over them every step, benchmarks/step_gap.py); the numbers are
-    # the same
+    # them (two more passes over them every step, benchmarks/step_gap.py); the updated state
+    # is the same (grad_norm's reduction may fuse differently: its last bit can move)
     new = jax.lax.cond(finite, lambda s: s.apply_gradients(grads, tx), lambda s: s, state)
     metrics = dict(metrics, loss=loss, grad_norm=grad_norm, finite=finite.astype(jnp.float32))
     return new, metrics
