@@ -2,10 +2,11 @@
 
 A pin file in tests/golden/ is written by the test that checks it when the environment has
 ATTENTION_LAB_WRITE_GOLDEN=1 (run that on the commit whose numbers are to be kept, and say so
-in its message). Bit-identity is a claim about one CPU model and one XLA build: on the machine
-and jax version that recorded the file the comparison is exact; elsewhere floats may differ
-by a relative 1e-5 plus an absolute 1e-6 (a different CPU may pick other vector kernels),
-and a failure says which comparison was made.
+in its message). Bit-identity is a claim about one CPU model, one XLA build and one core
+count: with the CPU, jax version and number of usable cores that recorded the file the
+comparison is exact; elsewhere floats may differ by a relative 1e-5 plus an absolute 1e-6 (a
+different CPU may pick other vector kernels, another core count splits reductions
+differently), and a failure says which comparison was made.
 
 The files were recorded in a test session, that is under the XLA flags tests/conftest.py sets
 (--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false): a pin compares
@@ -42,7 +43,9 @@ def _machine() -> dict:
                  cpu)
   except OSError:
     pass
-  return {"cpu": cpu, "jax": jax.__version__}
+  # XLA:CPU splits its reductions by the cores it may use: the same CPU with another core
+  # count (a container's limit, taskset) rounds differently in the last bits
+  return {"cpu": cpu, "jax": jax.__version__, "cores": len(os.sched_getaffinity(0))}
 
 
 # Rank statistics move in steps: on another CPU a last-digit change of two nearly equal
@@ -86,5 +89,5 @@ def check(file: str, got: dict) -> None:
   exact = want.pop("machine") == _machine()
   diffs = _close(got, want, exact)
   assert not diffs, (f"{len(diffs)} values differ from {file} "
-                     f"({'exact' if exact else 'rtol 1e-5 + atol 1e-6: another CPU or jax'}):\n" +
+                     f"({'exact' if exact else 'rtol 1e-5 + atol 1e-6: another CPU, jax or core count'}):\n" +
                      "\n".join(diffs[:20]))
