@@ -73,14 +73,11 @@ docs/results/contrastive_batch.md (runs/mlm_en, runs/mlm_zh, runs/corpus_*):
   $S --config "$BASE_EN" --sweep accumulation --root runs/cb_en_accumulation
   # (each again with $BASE_ZH and a runs/cb_zh_* root; --only seed=0 runs one seed first)
 
-CPU time, estimated from the study's encoder (width 128, 2 layers, 32 tokens, mean pooling) on
-the shared 2-core machine: about 100 training examples/s at batch 8 ... 64 (6000-6800 tokens/s
-of 2 x 32 tokens per example), 50-95/s for a true batch of 512, 120-150/s with exact / naive
-micro-batches of 16 (benchmarks/contrastive.py); plus about 20 s per run for compiling, loading
-and scoring STS-B dev. Per language (English: 1406 pairs, 10536 sentences; Chinese: 1285,
-9424): base 3 runs, 1 min; batch 42 runs of ~7000 examples, about 1.5 h; temperature 18 runs,
-about 30 min; accumulation 24 runs, about 35 min; unsup 6 runs of ~10000 sentences, about 15
-min. About 2.5 h per language, 5 h for both, on 2 idle cores.
+CPU time, measured (docs/results/contrastive_batch.md, one core per language on a shared 2-core
+machine; each run 23-70 s including compiling, loading and scoring STS-B dev): per language
+(English: 1406 pairs, 11498 sentences; Chinese: 1285, 10462) base 3 runs, 1 min; batch 42
+runs, 22 min; temperature 18 runs, 10 min; accumulation 24 runs, 15 min; unsup 6 runs, 5
+min. About 1 h per language, on top of the MLM encoder (45-55 min).
 
 Variants (combine with commas): loss=infonce|flatnce|amsoftmax, accumulation=none|exact|naive,
 batch=N, micro=N, signal=simcse|supervised|simbert, train=synthetic|FILE,
