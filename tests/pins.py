@@ -45,7 +45,9 @@ def _machine() -> dict:
     pass
   # XLA:CPU splits its reductions by the cores it may use: the same CPU with another core
   # count (a container's limit, taskset) rounds differently in the last bits
-  return {"cpu": cpu, "jax": jax.__version__, "cores": len(os.sched_getaffinity(0))}
+  cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")  # not on macOS
+           else os.cpu_count())
+  return {"cpu": cpu, "jax": jax.__version__, "cores": cores}
 
 
 # Rank statistics move in steps: on another CPU a last-digit change of two nearly equal
