@@ -66,18 +66,22 @@ docs/results/contrastive_batch.md (runs/mlm_en, runs/mlm_zh, runs/corpus_*):
   $S --config "$BASE_ZH,train=runs/corpus_zh/stsb_train_sentences.txt" --sweep unsup --root runs/cb_zh_unsup
   python evaluate.py --workdirs runs/cb_en_batch/*batch-64_* runs/cb_en_unsup/* --table
   # 3. temperature 0.001 ... 1 (cosine) and the dot product, batch 64 (table by tau, log plot)
-  $S --config "$BASE_EN" --sweep temperature --root runs/cb_en_tau
-  python evaluate.py --workdirs runs/cb_en_tau/* --table --plot runs/cb_en_tau/spearman_vs_tau.png
+  $S --config "$BASE_EN" --sweep temperature --root runs/cb_en_temperature
+  python evaluate.py --workdirs runs/cb_en_temperature/* --table --plot runs/cb_en_temperature/spearman_vs_tau.png
   # 5. exact vs naive accumulation, effective batch 128 ... 1024 from micro-batches of 16
   #    (numbered as the study's questions; question 4, FlatNCE's mechanism, is not a sweep: benchmarks/flatnce_gradients.py)
   $S --config "$BASE_EN" --sweep accumulation --root runs/cb_en_accumulation
   # (each again with $BASE_ZH and a runs/cb_zh_* root; --only seed=0 runs one seed first)
+  # the learning-rate check of question 1: the batch sweep at seed 0 with the rate at batch 64
+  # x1/3 and x3, e.g. (x3 in English)
+  $S --config "${BASE_EN/lr=1e-3/lr=3e-3}" --sweep batch --only seed=0 --root runs/cb_en_batch_lr-3e-3
 
 CPU time, measured (docs/results/contrastive_batch.md, one core per language on a shared 2-core
 machine; each run 23-70 s including compiling, loading and scoring STS-B dev): per language
 (English: 1406 pairs, 11498 sentences; Chinese: 1285, 10462) base 3 runs, 1 min; batch 42
 runs, 22 min; temperature 18 runs, 10 min; accumulation 24 runs, 15 min; unsup 6 runs, 5
-min. About 1 h per language, on top of the MLM encoder (45-55 min).
+min. About 1 h per language (1.3-1.6 h with the learning-rate check), on top of the MLM
+encoder (45-55 min).
 
 Variants (combine with commas): loss=infonce|flatnce|amsoftmax, accumulation=none|exact|naive,
 batch=N, micro=N, signal=simcse|supervised|simbert, train=synthetic|FILE,
