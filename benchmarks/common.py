@@ -9,6 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# the models of the performance pages and the GPU script: the length study's (its config's
+# defaults) and the throughput model (4 layers, width 256)
+STUDY = "configs/mlm_extrapolation.py"
+THROUGHPUT = "configs/mlm_extrapolation.py:width=256,layers=4,heads=4,mlp=1024"
+
 
 def best_time(fn, *args, repeats: int = 5, min_time: float = 0.5):
   """Best wall time of fn(*args) over `repeats` timed rounds (after one warm-up call)."""

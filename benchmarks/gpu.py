@@ -35,12 +35,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 
-from benchmarks.common import best_time, matmul_peak_flops, report  # noqa: E402
+from benchmarks.common import (STUDY, THROUGHPUT, best_time, matmul_peak_flops,  # noqa: E402
+                               report)
 from benchmarks.mlm_throughput import (compiled_train_step, matmul_flops,  # noqa: E402
                                        random_tokens)
 
-STUDY = "configs/mlm_extrapolation.py"
-THROUGHPUT = "configs/mlm_extrapolation.py:width=256,layers=4,heads=4,mlp=1024"
 DTYPES = ("float32", "bfloat16")
 IMPLS = ("einsum", "fused", "cudnn")
 

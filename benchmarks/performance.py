@@ -40,11 +40,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from benchmarks import step_gap  # noqa: E402
-from benchmarks.common import (best_time, interleaved_times, matmul_peak_flops,  # noqa: E402
-                               report)
+from benchmarks.common import (STUDY, THROUGHPUT, best_time, interleaved_times,  # noqa: E402
+                               matmul_peak_flops, report)
 
-STUDY = "configs/mlm_extrapolation.py"
-THROUGHPUT = "configs/mlm_extrapolation.py:width=256,layers=4,heads=4,mlp=1024"
 TINY = ",width=32,layers=2,heads=2,mlp=64"  # --quick: every model shrunk to this
 MiB = 2 ** 20
 
