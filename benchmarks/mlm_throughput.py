@@ -74,14 +74,27 @@ def bare_block_step(m, batch: int, length: int, elementwise: bool):
   parameters, RoPE, log-n, dropout, embedding, MLM head and loss, AdamW) is the gap between
   its ratio and ours.
   """
-  w, f, h, layers = m.width, m.mlp_dim, m.num_heads, m.num_layers
-  t, d = batch * length, m.width // m.num_heads
+  params, x = bare_block_weights(m, batch, length)
+  params, x = jax.tree_util.tree_map(jnp.asarray, (params, x))
+  loss = bare_block_loss(m, batch, length, elementwise)
+  compiled = jax.jit(jax.grad(loss)).lower(params, x).compile()
+  return lambda: compiled(params, x), compiled
+
+
+def bare_block_weights(m, batch: int, length: int):
+  """(params, x) of the stand-ins, numpy float32: per layer q, k, v, o, fc1, fc2, then the
+  batch x length rows of input (the same numbers for any framework that runs them)."""
+  w, f = m.width, m.mlp_dim
   rng = np.random.default_rng(0)
-  weight = lambda *shape: jnp.asarray(0.02 * rng.standard_normal(shape, np.float32))
+  weight = lambda *shape: 0.02 * rng.standard_normal(shape, np.float32)
   params = [dict(q=weight(w, w), k=weight(w, w), v=weight(w, w), o=weight(w, w),
-                 fc1=weight(w, f), fc2=weight(f, w)) for _ in range(layers)]
-  x = weight(t, w)
-  norm = plain_norm
+                 fc1=weight(w, f), fc2=weight(f, w)) for _ in range(m.num_layers)]
+  return params, weight(batch * length, w)
+
+
+def bare_block_loss(m, batch: int, length: int, elementwise: bool):
+  """loss(params, x) of the stand-in (bare_block_step): sum of squares of its output."""
+  h, d, t, w = m.num_heads, m.width // m.num_heads, batch * length, m.width
 
   def loss(params, x):
     heads = lambda y: y.reshape(batch, length, h, d).transpose(0, 2, 1, 3)
@@ -90,14 +103,12 @@ def bare_block_step(m, batch: int, length: int, elementwise: bool):
       probs = jax.nn.softmax(logits, axis=-1) if elementwise else logits
       o = jnp.einsum("bhqk,bhkd->bhqd", probs, heads(x @ p["v"]))
       x = x + o.transpose(0, 2, 1, 3).reshape(t, w) @ p["o"]
-      x = norm(x) if elementwise else x
+      x = plain_norm(x) if elementwise else x
       hidden = x @ p["fc1"]
       x = x + (jax.nn.gelu(hidden, approximate=False) if elementwise else hidden) @ p["fc2"]
-      x = norm(x) if elementwise else x
+      x = plain_norm(x) if elementwise else x
     return jnp.sum(x * x)
-
-  compiled = jax.jit(jax.grad(loss)).lower(params, x).compile()
-  return lambda: compiled(params, x), compiled
+  return loss
 
 
 def random_tokens(batch: int, length: int, vocab_size: int) -> np.ndarray:

@@ -46,13 +46,16 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.common import interleaved_times, report  # noqa: E402
-from benchmarks.mlm_throughput import (compiled_train_step, matmul_flops,  # noqa: E402
-                                       random_tokens)
+from benchmarks.mlm_throughput import (bare_block_step, bare_block_weights,  # noqa: E402
+                                       compiled_train_step, matmul_flops, random_tokens)
 
 MODEL = "configs/mlm_extrapolation.py:width=256,layers=4,heads=4,mlp=1024"
 QUICK_MODEL = "configs/mlm_extrapolation.py:width=32,layers=1,heads=2,mlp=64"
 IGNORED = -100  # HF's label of a position without a target
 IMPLS = ("ours", "ours, head everywhere", "HF PyTorch", "HF Flax")
+# the bare-products stand-ins, timed in the same rounds: what each framework reaches on the
+# encoder's matrix products alone, the ceiling of any step built on it
+XLA_PRODUCTS, TORCH_PRODUCTS = "products alone, XLA", "products alone, PyTorch"
 
 
 def roformer_config(spec: str):
@@ -148,6 +151,34 @@ def flax_peer(hf_config, train, batches):
   return model, run
 
 
+def torch_products(m, batch: int, length: int):
+  """A no-argument call of the gradient of benchmarks/mlm_throughput.bare_block_step's
+  products-alone stand-in written in PyTorch: the same products (q, k, v, o, the MLP pair, the
+  two attention products, residual adds) on the same numbers through torch's autograd, nothing
+  else. It returns the loss; the last call's gradients are left in run.grads."""
+  import torch
+  w, h, t, d = m.width, m.num_heads, batch * length, m.width // m.num_heads
+  weights, x0 = bare_block_weights(m, batch, length)  # the XLA stand-in's numbers
+  params = [{k: torch.from_numpy(v).requires_grad_() for k, v in p.items()} for p in weights]
+  x0 = torch.from_numpy(x0)
+  heads = lambda y: y.reshape(batch, length, h, d).transpose(1, 2)
+
+  def run():
+    x = x0
+    for p in params:
+      o = (heads(x @ p["q"]) @ heads(x @ p["k"]).transpose(-1, -2)) @ heads(x @ p["v"])
+      x = x + o.transpose(1, 2).reshape(t, w) @ p["o"]
+      x = x + (x @ p["fc1"]) @ p["fc2"]
+    loss = (x * x).sum()
+    loss.backward()
+    run.grads = [{k: v.grad for k, v in p.items()} for p in params]  # for the tests
+    for p in params:
+      for v in p.values():
+        v.grad = None
+    return loss.item()
+  return run
+
+
 def our_parameters(config, vocab_size: int, length: int):
   """Shapes of our MlmModel's parameters (nothing allocated)."""
   from model.encoder import MlmModel
@@ -178,6 +209,8 @@ def compare(config, length: int, batch: int, vocab: int, rounds: int, calls: int
   flax_model, flax_run = flax_peer(hf, config.train, batches)
   counts = parameter_counts(our_parameters(config, vocab, length), torch_model, flax_model)
   runs = dict(zip(IMPLS, (ours, everywhere, torch_run, flax_run)))
+  runs[XLA_PRODUCTS] = bare_block_step(config.model, batch, length, elementwise=False)[0]
+  runs[TORCH_PRODUCTS] = torch_products(config.model, batch, length)
   times = interleaved_times(runs, rounds, calls)
   return {k: [batch * length / s for s in v] for k, v in times.items()}, counts
 
@@ -201,6 +234,36 @@ def table(results, batch: int, config, vocab: int) -> list[str]:
                      ("ours, head everywhere", "HF PyTorch"),
                      ("ours, head everywhere", "HF Flax"), ("ours", "ours, head everywhere")))
                  + f" ({flop_ratio:.2f}x) |")
+  return lines
+
+
+def ceiling_table(results, batch: int, config, vocab: int) -> list[str]:
+  """The same run read against the products-alone stand-ins: each framework's rate on the
+  encoder's matrix products with nothing else, each step's share of it, and the ceiling: our
+  step's products (head at the masked positions) at XLA's products-alone rate, nothing else."""
+  from data.mlm import num_predictions
+  lines = ["| train length | products alone, XLA GFLOP/s | products alone, PyTorch GFLOP/s | "
+           "ours GFLOP/s (of XLA's products alone) | HF PyTorch GFLOP/s (of PyTorch's "
+           "products alone) | HF Flax GFLOP/s (of XLA's products alone) | ceiling tokens/s | "
+           "ceiling / PyTorch | ceiling / Flax |", "|---" * 9 + "|"]
+  for length, (rates, _) in results.items():
+    flop = lambda predictions: matmul_flops(config.model, batch, length, predictions, vocab)
+    flops = {XLA_PRODUCTS: flop(0), TORCH_PRODUCTS: flop(0), "HF PyTorch": flop(length),
+             "HF Flax": flop(length),
+             "ours": flop(num_predictions(length, config.data.mask_rate))}
+    # per round: GFLOP/s of each, and the ceiling's tokens/s (ours' FLOPs at XLA's rate)
+    gflops = {k: np.asarray(rates[k]) * flops[k] / (batch * length) / 1e9 for k in flops}
+    ceiling = np.asarray(rates[XLA_PRODUCTS]) * flops[XLA_PRODUCTS] / flops["ours"]
+    med = {k: float(np.median(v)) for k, v in gflops.items()}
+
+    def over(per_round, peer):
+      r = per_round / np.asarray(rates[peer])
+      return f"**{np.median(ceiling) / np.median(rates[peer]):.2f}x** ({r.min():.2f}-{r.max():.2f})"
+    share = lambda k, base: f"{med[k]:.0f} ({100 * med[k] / med[base]:.0f}%)"
+    lines.append(f"| {length} | {med[XLA_PRODUCTS]:.0f} | {med[TORCH_PRODUCTS]:.0f} | "
+                 f"{share('ours', XLA_PRODUCTS)} | {share('HF PyTorch', TORCH_PRODUCTS)} | "
+                 f"{share('HF Flax', XLA_PRODUCTS)} | {np.median(ceiling):,.0f} | "
+                 f"{over(ceiling, 'HF PyTorch')} | {over(ceiling, 'HF Flax')} |")
   return lines
 
 
@@ -243,7 +306,18 @@ def main() -> int:
       "'head everywhere': our step with the MLM head (dense, norm, vocabulary product) at "
       "every position, as HF's heads compute it; the last column is what running it at the "
       "masked positions only gains, measured, and (in parentheses) the ratio of the two steps' "
-      "matrix-product FLOPs (benchmarks/mlm_throughput.matmul_flops)."]
+      "matrix-product FLOPs (benchmarks/mlm_throughput.matmul_flops).", "",
+      "The same rounds against the products-alone stand-ins (timed with them, in turn): the "
+      "encoder's matrix products (q, k, v, o, the MLP pair, the two attention products, "
+      "residual adds), their gradient and nothing else, as XLA compiles them "
+      "(benchmarks/mlm_throughput.bare_block_step) and as PyTorch's autograd runs them "
+      "(torch_products). Each step's GFLOP/s counts its matrix products (HF's heads at every "
+      "position, ours at the masked ones). 'Ceiling': our step's products at XLA's "
+      "products-alone rate with nothing else at all (no dropout, norms, softmax, optimizer), "
+      "what a step would reach if all its other work cost nothing, at the rate XLA reaches "
+      "on these products; ceiling / peer is the ratio to the peer that such a step would "
+      "show.", "",
+      *ceiling_table(results, args.batch, config, args.vocab)]
   report(lines, start, args.out, "Our MLM step vs HuggingFace RoFormer (PyTorch, Flax)",
          "benchmarks/peers.py", sys.argv[1:])
   return 0

@@ -55,3 +55,23 @@ def test_head_everywhere_computes_the_training_loss():
   masked, everywhere = jax.jit(lambda *a: [f(*a)[0] for f in losses])(params, tokens, key)
   assert abs(float(masked) - np.log(VOCAB)) < 0.5  # a real loss near chance, not a zero
   np.testing.assert_allclose(float(everywhere), float(masked), rtol=1e-5)
+
+
+def test_products_stand_ins_compute_the_same_products_in_both_frameworks():
+  """The ceiling compares XLA's and PyTorch's products-alone stand-ins: the same loss and
+  gradients from the same numbers, so their rates time the same work."""
+  from benchmarks.mlm_throughput import bare_block_loss, bare_block_weights
+  m = peers.roformer_config(peers.QUICK_MODEL).model
+  batch, length = 2, LENGTH
+  run = peers.torch_products(m, batch, length)
+  loss = run()
+  params, x = bare_block_weights(m, batch, length)
+  jax_loss, jax_grads = jax.value_and_grad(bare_block_loss(m, batch, length, False))(params, x)
+  assert loss > 0
+  np.testing.assert_allclose(loss, float(jax_loss), rtol=1e-5)
+  for ours, theirs in zip(jax_grads, run.grads):
+    for k in ours:  # q and k get gradients ~1e-7 here: the tolerance scales with each
+      scale = float(np.abs(np.asarray(ours[k])).max())
+      assert scale > 0
+      np.testing.assert_allclose(theirs[k].numpy(), np.asarray(ours[k]), rtol=1e-3,
+                                 atol=1e-4 * scale)
