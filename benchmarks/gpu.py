@@ -39,6 +39,7 @@ from benchmarks.common import (STUDY, THROUGHPUT, best_time, matmul_peak_flops, 
                                report)
 from benchmarks.mlm_throughput import (compiled_train_step, matmul_flops,  # noqa: E402
                                        random_tokens)
+from utils.errors import first_line  # noqa: E402
 
 DTYPES = ("float32", "bfloat16")
 IMPLS = ("einsum", "fused", "cudnn")
@@ -57,7 +58,7 @@ REASONS: list[str] = []  # refusals and failures, printed under the tables
 
 def note(kind: str, error: Exception) -> str:
   """The cell of a refused or failed configuration: a footnote number; the reason below."""
-  line = f"{kind}: {str(error).splitlines()[0][:200]}"
+  line = f"{kind}: {first_line(error)}"
   if line not in REASONS:
     REASONS.append(line)
   return f"{kind} [{REASONS.index(line) + 1}]"

@@ -18,7 +18,7 @@ import pytest
 from training import checkpoint
 from training.checkpoint import Checkpointer
 from training.loop import _disk_full_as_one_line
-from utils.errors import DiskFullError, disk_full
+from utils.errors import DiskFullError, disk_full, first_line
 from utils.files import atomic_write_text
 
 def NO_SPACE():  # noqa: N802 - a fresh exception per raise (a raised one keeps its context)
@@ -166,3 +166,11 @@ def test_the_failed_saves_late_callbacks_are_dropped_and_other_errors_kept():
       hook(type(e), e, e.__traceback__)
   assert [repr(e) for e in seen] == ["RuntimeError('Event loop is closed')",
                                      "KeyError('a real bug')"]
+
+
+def test_messages_quote_the_first_line_and_mark_a_cut():
+  long = ValueError("RESOURCE_EXHAUSTED: Error writing " + "x" * 300 + "\nsecond line")
+  line = first_line(long, 160)
+  assert len(line) == 160 and line.endswith("...") and line.startswith("RESOURCE_EXHAUSTED")
+  assert first_line(ValueError("short\nmore"), 160) == "short"
+  assert first_line(ValueError(""), 160) == "ValueError"

@@ -22,7 +22,7 @@ import orbax.checkpoint as ocp
 
 from training.optimizer import make_optimizer
 from training.state import TrainState
-from utils.errors import DiskFullError, disk_full
+from utils.errors import DiskFullError, disk_full, first_line
 
 
 # whether the filters below are installed, and whether a save of this process hit a full disk
@@ -135,7 +135,7 @@ class Checkpointer:
           shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
       raise DiskFullError(
           f"no space left on the device while writing the checkpoint of step {step} in "
-          f"{self.directory} ({str(e).splitlines()[0][:160]}); {self.intact()}. Free "
+          f"{self.directory} ({first_line(e, 160)}); {self.intact()}. Free "
           "space and rerun the same command to resume") from None
 
   def intact(self) -> str:
@@ -154,7 +154,7 @@ class Checkpointer:
       except Exception as e:  # noqa: BLE001 - any failure to read means: try an older one
         older = f"falling back to step {steps[i + 1]}" if i + 1 < len(steps) else "none left"
         logging.warning("checkpoint at step %d in %s is unreadable (%s: %s); %s", step,
-                        self.directory, type(e).__name__, str(e).splitlines()[0][:200], older)
+                        self.directory, type(e).__name__, first_line(e), older)
         continue
       return step, out["state"], dict(out["meta"] or {})
     return None

@@ -36,3 +36,11 @@ def disk_full(exc: BaseException | None) -> bool:
       return True
     exc = exc.__cause__ or exc.__context__
   return False
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+  """The first line of exc's text for a one-line message, '...' marking where it was cut
+  (tensorstore's messages run to several hundred characters of paths and status)."""
+  lines = str(exc).splitlines()
+  line = lines[0] if lines else type(exc).__name__
+  return line if len(line) <= limit else line[:limit - 3].rstrip() + "..."
