@@ -31,6 +31,9 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "host:port of process 0, for a run of several processes.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes of the run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (0: the primary).")
+_JOIN_TIMEOUT = flags.DEFINE_integer(
+    "join_timeout", 300, "Seconds the processes of a run may take to all join; then each "
+    "that waited stops with one line.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -44,7 +47,8 @@ def main(argv) -> int:
   if _COORDINATOR.value or _NUM_PROCESSES.value or _PROCESS_ID.value is not None or any(
       k in os.environ for k in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES")):
     from training import distributed
-    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                           _JOIN_TIMEOUT.value)
     primary = distributed.is_primary()
   # one trainer per workdir: a second is refused in one line before it touches anything (and
   # before the task's imports); a workdir that the lock created is removed if left empty. In

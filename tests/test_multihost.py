@@ -96,3 +96,20 @@ def test_two_processes_train_as_one_device_and_stop_together(tmp_path):
   config = configured(CONFIG, LONG)
   get_task(config).train(config, str(tmp_path / "one"), progress=False, stop_after=step)
   close(rows, metric_rows(tmp_path / "one"))
+
+
+def test_a_process_whose_partner_never_joins_stops_in_one_line(tmp_path):
+  """Process 0 of two started alone: jax would abort it from C++ (a stack trace, exit 134)
+  when its join timeout passes; it says so in one line, exits 2 and leaves no workdir."""
+  workdir = tmp_path / "run"
+  proc = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "train.py"), "--config", CONFIG, "--workdir",
+       str(workdir), f"--coordinator_address=127.0.0.1:{_port()}", "--num_processes=2",
+       "--process_id=0", "--join_timeout=3"], cwd=ROOT, env=ENV, capture_output=True,
+      text=True, timeout=120)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  lines = [line for line in proc.stderr.splitlines() if line.strip()]
+  assert lines[-1].startswith("error: not all 2 processes of the run joined at 127.0.0.1:")
+  assert "within 3 s (this is process 0)" in lines[-1] and "--join_timeout" in lines[-1]
+  assert "Check failure" not in proc.stderr and "Traceback" not in proc.stderr
+  assert not workdir.exists()

@@ -14,6 +14,8 @@ and each uploads only its own rows of every batch. The workdir is shared (one fi
 from __future__ import annotations
 
 import os
+import sys
+import threading
 
 import jax
 import numpy as np
@@ -48,14 +50,44 @@ def settings(coordinator_address=None, num_processes=None, process_id=None) -> d
   return out
 
 
-def initialize(coordinator_address=None, num_processes=None, process_id=None) -> None:
+# how long the processes may take to all join (jax's own default): jax then aborts from C++
+JOIN_TIMEOUT = 300
+
+
+def initialize(coordinator_address=None, num_processes=None, process_id=None,
+               join_timeout: int = JOIN_TIMEOUT) -> None:
   """Joins the run's processes (jax.distributed.initialize) when any setting is given; before
-  anything else touches jax. CPU devices talk through gloo (jax's CPU collectives)."""
+  anything else touches jax. CPU devices talk through gloo (jax's CPU collectives).
+
+  Processes that do not all join within join_timeout seconds (one never started, a wrong
+  address or count) make jax abort the process from C++ with a stack trace; a timer a second
+  earlier says so in one line and exits 2 instead."""
   kwargs = settings(coordinator_address, num_processes, process_id)
   if not kwargs or kwargs.get("num_processes") == 1:
     return
+  if join_timeout < 2:
+    raise ConfigError(f"--join_timeout={join_timeout}: give the seconds the processes may take "
+                      "to all join (>= 2)")
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(**kwargs)
+  watchdog = threading.Timer(join_timeout - 1, _not_joined, (kwargs, join_timeout))
+  watchdog.daemon = True
+  watchdog.start()
+  try:
+    jax.distributed.initialize(**kwargs, initialization_timeout=join_timeout)
+  finally:
+    watchdog.cancel()
+
+
+def _not_joined(kwargs: dict, timeout: int) -> None:
+  n, i = kwargs.get("num_processes"), kwargs.get("process_id")
+  count = f"all {n} processes" if n else "all the processes"
+  print(f"error: not {count} of the run joined at "
+        f"{kwargs.get('coordinator_address', 'the coordinator')} within {timeout} s "
+        f"(this is process {i if i is not None else '?'}); start every process with the same "
+        "--coordinator_address and --num_processes and its own --process_id, process 0 on "
+        "the coordinator's host, or allow more time with --join_timeout", file=sys.stderr)
+  sys.stderr.flush()
+  os._exit(2)  # jax's connect is blocked in C++ and would abort the process a second later
 
 
 def is_primary() -> bool:
