@@ -92,14 +92,21 @@ def test_a_live_holder_is_refused_naming_its_pid_and_host(holder):
 def test_the_holder_releases_on_sigterm_and_sigint(tmp_path, holder):
   w, p = holder
   p.send_signal(signal.SIGTERM)
+  # wait for the signal's effect before communicate() closes the holder's stdin: its read
+  # would return at the close, and it would exit 0 without the signal
+  p.wait(timeout=30)
   _, err = p.communicate(timeout=30)
   assert p.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
   assert not os.path.exists(os.path.join(w, LOCK_FILE))
   w2 = str(tmp_path / "run2")
+  # SIGINT at its default in the helper: a shell starts background jobs with it ignored,
+  # which the helper would inherit (Python then installs no KeyboardInterrupt)
   q = subprocess.Popen([sys.executable, "-c", HOLDER, w2], cwd=ROOT, env=ENV, text=True,
-                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
   assert q.stdout.readline() == "locked\n"
   q.send_signal(signal.SIGINT)  # Python's KeyboardInterrupt unwinds through the release
+  q.wait(timeout=30)
   q.communicate(timeout=30)
   assert q.returncode != 0 and not os.path.exists(os.path.join(w2, LOCK_FILE))
 
