@@ -39,8 +39,8 @@ def _port() -> int:
     return s.getsockname()[1]
 
 
-def _start(workdir):
-  """The two train.py processes of one run: [process 0, process 1]."""
+def _start(workdir, *extra):
+  """The two train.py processes of one run: [process 0, process 1]; extra: more flags."""
   address = f"127.0.0.1:{_port()}"
   env = dict(ENV, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") +
                              " --xla_force_host_platform_device_count=2").strip())
@@ -52,7 +52,7 @@ def _start(workdir):
   return [subprocess.Popen(
       [sys.executable, os.path.join(ROOT, "train.py"), "--config", CONFIG, "--workdir",
        str(workdir), "--config.mesh.data=2", "--config.mesh.fsdp=2", "--noprogress",
-       *overrides, *flags], cwd=ROOT, env=dict(env, **variables), stdout=subprocess.PIPE,
+       *overrides, *flags, *extra], cwd=ROOT, env=dict(env, **variables), stdout=subprocess.PIPE,
       stderr=subprocess.PIPE, text=True) for variables, flags in settings]
 
 
@@ -69,17 +69,21 @@ def _finish(procs, timeout=300):
   return outs
 
 
-def test_two_processes_train_as_one_device_and_stop_together(tmp_path):
-  workdir = tmp_path / "run"
-  procs = _start(workdir)
+def _wait_for_rows(procs, workdir, rows: int = 3) -> None:
   metrics = workdir / "metrics.jsonl"
   deadline = time.time() + 300
-  while not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+  while not (metrics.exists() and metrics.read_text().count("\n") >= rows):
     if time.time() > deadline or any(p.poll() is not None for p in procs):
       for p in procs:
         p.kill()
       pytest.fail("the run did not log three rows: " + procs[0].communicate()[1][-2000:])
     time.sleep(0.1)
+
+
+def test_two_processes_train_as_one_device_and_stop_together(tmp_path):
+  workdir = tmp_path / "run"
+  procs = _start(workdir)
+  _wait_for_rows(procs, workdir)
   procs[1].send_signal(signal.SIGTERM)
   outs = _finish(procs)
   assert [rc for rc, _, _ in outs] == [0, 0], outs[0][2][-2000:] + outs[1][2][-2000:]
@@ -113,3 +117,45 @@ def test_a_process_whose_partner_never_joins_stops_in_one_line(tmp_path):
   assert "within 3 s (this is process 0)" in lines[-1] and "--join_timeout" in lines[-1]
   assert "Check failure" not in proc.stderr and "Traceback" not in proc.stderr
   assert not workdir.exists()
+
+
+def test_a_killed_process_stops_the_other_in_one_line(tmp_path):
+  """SIGKILL to process 1 mid-run: process 0 gets an error from a collective, or waits in one
+  until its watch sees no sign of life for --peer_timeout seconds; either way it stops in one
+  line (exit 2, no traceback), long before jax's heartbeat timeout (100 s) would abort it."""
+  workdir = tmp_path / "run"
+  procs = _start(workdir, "--peer_timeout=4")
+  _wait_for_rows(procs, workdir)
+  procs[1].kill()
+  start = time.time()
+  (rc, out, err), _ = _finish(procs, timeout=90)
+  assert rc == 2, err[-2000:]
+  assert time.time() - start < 60
+  lines = [x for x in err.splitlines() if x.strip() and not x.startswith("[Gloo]")]
+  assert lines[-1].startswith("error: ") and "so process 0 stops too" in lines[-1], err[-2000:]
+  assert "Rerun every process's command to resume" in lines[-1]
+  assert "Check failure" not in err and "Traceback" not in err
+
+
+def test_a_refusal_in_process_0_stops_the_other_in_one_line(tmp_path):
+  """Process 0 refused before training (the workdir is locked by another trainer): it says
+  why, process 1 says that process 0 stopped, both exit 2 at once without a traceback (jax's
+  exit would have waited for the other at a barrier and aborted from C++)."""
+  from test_workdir_lock import HOLDER
+  workdir = tmp_path / "run"
+  holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(workdir)], cwd=ROOT, env=ENV,
+                            text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+  try:
+    assert holder.stdout.readline() == "locked\n"
+    # a watch period of 1 s (peer_timeout / 10): process 1 sees process 0's mark sooner
+    outs = _finish(_start(workdir, "--peer_timeout=10"), timeout=90)
+  finally:
+    holder.kill()
+    holder.communicate()
+  assert [rc for rc, _, _ in outs] == [2, 2], outs[0][2][-2000:] + outs[1][2][-2000:]
+  last = [[x for x in err.splitlines() if x.strip() and not x.startswith("[Gloo]")][-1]
+          for _, _, err in outs]
+  assert last[0].startswith("error: workdir ") and "is being trained by process" in last[0]
+  assert last[1] == ("error: process 0 of the run stopped with an error (its output says "
+                     "which), so process 1 stops too")
+  assert not any("Check failure" in err or "Traceback" in err for _, _, err in outs)

@@ -16,11 +16,12 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 
 import jax
 import numpy as np
 
-from utils.errors import ConfigError
+from utils.errors import ConfigError, PeerLostError, first_line
 
 # the usual names; jax itself reads JAX_COORDINATOR_ADDRESS, and detects the process count and
 # id under SLURM, Open MPI and other launchers (then only the address may be needed, or none)
@@ -55,13 +56,14 @@ JOIN_TIMEOUT = 300
 
 
 def initialize(coordinator_address=None, num_processes=None, process_id=None,
-               join_timeout: int = JOIN_TIMEOUT) -> None:
+               join_timeout: int = JOIN_TIMEOUT, peer_timeout: int | None = None) -> None:
   """Joins the run's processes (jax.distributed.initialize) when any setting is given; before
   anything else touches jax. CPU devices talk through gloo (jax's CPU collectives).
 
   Processes that do not all join within join_timeout seconds (one never started, a wrong
   address or count) make jax abort the process from C++ with a stack trace; a timer a second
-  earlier says so in one line and exits 2 instead."""
+  earlier says so in one line and exits 2 instead. peer_timeout: watch_peers' (jax's own
+  heartbeat timeout is kept longer, so that the watch speaks first)."""
   kwargs = settings(coordinator_address, num_processes, process_id)
   if not kwargs or kwargs.get("num_processes") == 1:
     return
@@ -73,7 +75,8 @@ def initialize(coordinator_address=None, num_processes=None, process_id=None,
   watchdog.daemon = True
   watchdog.start()
   try:
-    jax.distributed.initialize(**kwargs, initialization_timeout=join_timeout)
+    jax.distributed.initialize(**kwargs, initialization_timeout=join_timeout,
+                               heartbeat_timeout_seconds=max(100, (peer_timeout or 0) + 40))
   finally:
     watchdog.cancel()
 
@@ -88,6 +91,136 @@ def _not_joined(kwargs: dict, timeout: int) -> None:
         "the coordinator's host, or allow more time with --join_timeout", file=sys.stderr)
   sys.stderr.flush()
   os._exit(2)  # jax's connect is blocked in C++ and would abort the process a second later
+
+
+# ----------------------------------------------------------------------------- lost processes
+# A process killed mid-run (SIGKILL, a lost host) leaves the others either with an error from
+# a collective (below) or blocked in one until jax's heartbeat timeout aborts them from C++
+# with a stack trace. Each process therefore writes a counter to the coordination service's
+# key-value store from a thread; one whose partner's counter has not moved for peer_timeout
+# seconds (or that cannot reach the store) stops in one line. A process that finished writes
+# DONE; one that failed (a refusal, an error) writes FAILED, and the others stop at once.
+PEER_TIMEOUT = 60
+_ALIVE = "attention_lab/alive"
+_DONE, _FAILED = "done", "failed"
+_watch = {}
+
+
+def watch_peers(workdir: str, timeout: int = PEER_TIMEOUT) -> None:
+  """Starts the watch (a daemon thread) in a run of several processes; finished() ends it."""
+  if not several():
+    return
+  try:  # jax's coordination client has no public handle: without it, no watch
+    from jax._src.distributed import global_state
+    client = global_state.client
+  except (ImportError, AttributeError):
+    return
+  if client is None:
+    return
+  me, stop = jax.process_index(), threading.Event()
+  period = max(0.5, min(5.0, timeout / 10))
+  _watch.update(client=client, stop=stop, period=period)
+
+  def run():
+    beat, seen = 0, {}  # seen: process -> (its last counter, when it last changed)
+    while not stop.is_set():
+      beat += 1
+      try:
+        client.key_value_set(f"{_ALIVE}/{me}", str(beat), allow_overwrite=True)
+        values = dict(client.key_value_dir_get(_ALIVE))
+      except Exception as e:  # noqa: BLE001 - the store lives in process 0
+        if not stop.is_set():
+          _lost(f"the run's coordinator (process 0) is unreachable ({first_line(e, 120)})",
+                workdir)
+        return
+      now = time.monotonic()
+      for i in range(jax.process_count()):
+        value = values.get(f"{_ALIVE}/{i}")
+        if i == me or value == _DONE:
+          continue
+        if value == _FAILED and not stop.is_set():
+          _lost(f"process {i} of the run stopped with an error (its output says which)")
+        if i not in seen or seen[i][0] != value:
+          seen[i] = (value, now)
+        elif now - seen[i][1] > timeout and not stop.is_set():
+          _lost(f"process {i} of the run has given no sign of life for {timeout} s (killed, "
+                "or its host lost)", workdir)
+      stop.wait(period)
+  threading.Thread(target=run, name="watch_peers", daemon=True).start()
+
+
+def finished(failed: bool = False) -> None:
+  """Ends the watch: this process is done, or failed (the others then stop at once, naming
+  it, instead of waiting for its counter or for it in a collective)."""
+  if not _watch or _watch["stop"].is_set():
+    return
+  _watch["stop"].set()
+  _mark(_FAILED if failed else _DONE)
+  if failed:
+    _let_the_others_go()
+
+
+def _mark(status: str) -> None:
+  try:
+    _watch["client"].key_value_set(f"{_ALIVE}/{jax.process_index()}", status,
+                                   allow_overwrite=True)
+  except Exception:  # noqa: BLE001 - the coordinator may be gone
+    pass
+
+
+def _let_the_others_go() -> None:
+  """Process 0 hosts the coordination service: when it stops on an error it waits (a few of
+  the watch's periods at most) until the others have seen that and stopped, since its exit
+  would make jax abort them from C++ before their watch speaks."""
+  if not is_primary():
+    return
+  deadline = time.monotonic() + 3 * _watch["period"] + 2
+  while time.monotonic() < deadline:
+    try:
+      values = dict(_watch["client"].key_value_dir_get(_ALIVE))
+    except Exception:  # noqa: BLE001
+      return
+    if all(values.get(f"{_ALIVE}/{i}") in (_DONE, _FAILED)
+           for i in range(jax.process_count())):
+      time.sleep(0.5)  # their exit after the mark
+      return
+    time.sleep(0.2)
+
+
+def _lost(what: str, workdir: str | None = None) -> None:
+  """Stops this process in one line: what happened, and (given the workdir) what is intact."""
+  print(f"error: {lost_message(what, workdir)}", file=sys.stderr)
+  sys.stderr.flush()
+  sys.stdout.flush()
+  _watch["stop"].set()
+  _mark(_FAILED)
+  _let_the_others_go()
+  os._exit(2)  # the main thread is blocked in a collective that would never return
+
+
+def lost_message(what: str, workdir: str | None) -> str:
+  stop = f"{what}, so process {jax.process_index()} stops too"
+  if workdir is None:
+    return stop
+  from training.checkpoint import latest_step
+  step = latest_step(workdir)
+  intact = (f"the checkpoint of step {step} in {workdir} is intact" if step is not None else
+            f"there is no checkpoint in {workdir} yet")
+  return f"{stop}; {intact}. Rerun every process's command to resume"
+
+
+# How a collective reports that a process of the run is gone (gloo, jax's CPU collectives:
+# "Gloo AllGather failed: ... Read error ...: Connection reset by peer")
+_LOST_TEXT = ("Connection reset by peer", "Connection closed by peer", "Broken pipe")
+
+
+def lost_peer(exc: BaseException, workdir: str) -> PeerLostError | None:
+  """The one-line error for exc when it says that another process of the run stopped mid-run
+  (then this one cannot go on either), else None."""
+  if not several() or not any(t in str(exc) for t in _LOST_TEXT):
+    return None
+  return PeerLostError(lost_message(
+      f"another process of the run stopped mid-run ({first_line(exc, 160)})", workdir))
 
 
 def is_primary() -> bool:

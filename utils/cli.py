@@ -5,8 +5,9 @@ import importlib.util
 import logging
 import os
 import sys
+import traceback
 
-from utils.errors import DiskFullError, UserError
+from utils.errors import DiskFullError, PeerLostError, UserError
 
 
 def _quiet_logs() -> None:
@@ -72,6 +73,21 @@ def _check_override_path(config, dotted: str) -> None:
     node, seen = node[part], seen + [part]
 
 
+def _several_processes() -> bool:
+  """Whether this process is one of a run of several (jax.distributed is initialised). Such a
+  process that stops on an error leaves at once: jax's exit waits at a barrier for every
+  other process, which do not come (they stop on this one's error, training/distributed.py),
+  until its heartbeat timeout aborts it from C++ with a stack trace."""
+  module = sys.modules.get("jax._src.distributed")
+  return module is not None and getattr(module.global_state, "client", None) is not None
+
+
+def _leave(code: int) -> None:
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(code)
+
+
 def run_main(main) -> None:
   from absl import app
 
@@ -82,17 +98,24 @@ def run_main(main) -> None:
     _quiet_logs()
     try:
       return main(argv)
-    except DiskFullError as e:
+    except (DiskFullError, PeerLostError) as e:
       print(f"error: {e}", file=sys.stderr)
       # The background threads of a failed checkpoint save may still be failing, and at
-      # interpreter shutdown each prints a traceback (120 seen); nothing of theirs is needed
-      # (the partial checkpoint is deleted, locks and files are closed): leave at once.
-      sys.stdout.flush()
-      sys.stderr.flush()
-      os._exit(2)
+      # interpreter shutdown each prints a traceback (120 seen); after a lost process, jax's
+      # shutdown waits for it until the heartbeat timeout and aborts from C++. Nothing of
+      # theirs is needed (a partial checkpoint is deleted, locks and files are closed):
+      # leave at once.
+      _leave(2)
     except UserError as e:
       print(f"error: {e}", file=sys.stderr)
+      if _several_processes():
+        _leave(2)
       return 2
+    except Exception:  # noqa: BLE001 - a bug: its traceback, then out (see _several_processes)
+      if not _several_processes():
+        raise
+      traceback.print_exc()
+      _leave(1)
 
   try:
     precheck_config(sys.argv)

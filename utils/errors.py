@@ -19,6 +19,11 @@ class DiskFullError(UserError):
   what is intact, and that the same command resumes once space is freed."""
 
 
+class PeerLostError(UserError):
+  """A process of a run of several stopped mid-run (killed, its host lost): the others cannot
+  go on; the message names what is intact and that rerunning every process resumes."""
+
+
 # How a full disk reads in an exception: OSError's errno, or tensorstore's status text (orbax
 # checkpoints are written by tensorstore, which raises ValueError('RESOURCE_EXHAUSTED: ...')).
 _NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
