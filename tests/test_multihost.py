@@ -70,13 +70,14 @@ def _finish(procs, timeout=300):
 
 
 def _wait_for_rows(procs, workdir, rows: int = 3) -> None:
+  """Waits until the run has logged `rows` rows (fails if a process ends first)."""
   metrics = workdir / "metrics.jsonl"
   deadline = time.time() + 300
   while not (metrics.exists() and metrics.read_text().count("\n") >= rows):
     if time.time() > deadline or any(p.poll() is not None for p in procs):
       for p in procs:
         p.kill()
-      pytest.fail("the run did not log three rows: " + procs[0].communicate()[1][-2000:])
+      pytest.fail(f"the run did not log {rows} rows: " + procs[0].communicate()[1][-2000:])
     time.sleep(0.1)
 
 
@@ -124,8 +125,8 @@ def test_a_killed_process_stops_the_other_in_one_line(tmp_path):
   until its watch sees no sign of life for --peer_timeout seconds; either way it stops in one
   line (exit 2, no traceback), long before jax's heartbeat timeout (100 s) would abort it."""
   workdir = tmp_path / "run"
-  procs = _start(workdir, "--peer_timeout=4")
-  _wait_for_rows(procs, workdir)
+  procs = _start(workdir, "--peer_timeout=3")
+  _wait_for_rows(procs, workdir, rows=1)
   procs[1].kill()
   start = time.time()
   (rc, out, err), _ = _finish(procs, timeout=90)

@@ -169,19 +169,29 @@ def _mark(status: str) -> None:
 
 
 def _let_the_others_go() -> None:
-  """Process 0 hosts the coordination service: when it stops on an error it waits (a few of
-  the watch's periods at most) until the others have seen that and stopped, since its exit
-  would make jax abort them from C++ before their watch speaks."""
+  """Process 0 hosts the coordination service: when it stops on an error it waits until the
+  others have seen that and stopped, since its exit would make jax abort them from C++
+  before their watch speaks. It waits for no one whose counter stands still for two of the
+  watch's periods (the lost process itself), and a few periods at most."""
   if not is_primary():
     return
-  deadline = time.monotonic() + 3 * _watch["period"] + 2
-  while time.monotonic() < deadline:
+  period = _watch["period"]
+  start = time.monotonic()
+  first, changed = None, {}
+  while time.monotonic() < start + 3 * period + 2:
     try:
       values = dict(_watch["client"].key_value_dir_get(_ALIVE))
     except Exception:  # noqa: BLE001
       return
-    if all(values.get(f"{_ALIVE}/{i}") in (_DONE, _FAILED)
-           for i in range(jax.process_count())):
+    first = first or values
+    now = time.monotonic()
+    for key, value in values.items():
+      if value != first.get(key):
+        changed[key] = now
+    waiting = [i for i in range(jax.process_count())
+               if values.get(f"{_ALIVE}/{i}") not in (_DONE, _FAILED)
+               and now - changed.get(f"{_ALIVE}/{i}", start) < 2 * period]
+    if not waiting:
       time.sleep(0.5)  # their exit after the mark
       return
     time.sleep(0.2)
