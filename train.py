@@ -32,7 +32,7 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes of the run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (0: the primary).")
 _PEER_TIMEOUT = flags.DEFINE_integer(
-    "peer_timeout", 60, "Seconds without a sign of life from another process of the run "
+    "peer_timeout", 30, "Seconds without a sign of life from another process of the run "
     "(killed, its host lost) before this one stops with one line.")
 _JOIN_TIMEOUT = flags.DEFINE_integer(
     "join_timeout", 300, "Seconds the processes of a run may take to all join; then each "

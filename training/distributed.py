@@ -62,8 +62,10 @@ def initialize(coordinator_address=None, num_processes=None, process_id=None,
 
   Processes that do not all join within join_timeout seconds (one never started, a wrong
   address or count) make jax abort the process from C++ with a stack trace; a timer a second
-  earlier says so in one line and exits 2 instead. peer_timeout: watch_peers' (jax's own
-  heartbeat timeout is kept longer, so that the watch speaks first)."""
+  earlier says so in one line and exits 2 instead. peer_timeout: watch_peers'. jax's own
+  heartbeat timeout is kept at 4x that (100 s at least, its default): jax declared a killed
+  process dead about 57 s after the kill with its default of 100 s, so a watch of 60 s
+  raced it; at 30 s against 120 the watch speaks first."""
   kwargs = settings(coordinator_address, num_processes, process_id)
   if not kwargs or kwargs.get("num_processes") == 1:
     return
@@ -76,7 +78,7 @@ def initialize(coordinator_address=None, num_processes=None, process_id=None,
   watchdog.start()
   try:
     jax.distributed.initialize(**kwargs, initialization_timeout=join_timeout,
-                               heartbeat_timeout_seconds=max(100, (peer_timeout or 0) + 40))
+                               heartbeat_timeout_seconds=max(100, 4 * (peer_timeout or 0)))
   finally:
     watchdog.cancel()
 
@@ -100,7 +102,7 @@ def _not_joined(kwargs: dict, timeout: int) -> None:
 # key-value store from a thread; one whose partner's counter has not moved for peer_timeout
 # seconds (or that cannot reach the store) stops in one line. A process that finished writes
 # DONE; one that failed (a refusal, an error) writes FAILED, and the others stop at once.
-PEER_TIMEOUT = 60
+PEER_TIMEOUT = 30
 _ALIVE = "attention_lab/alive"
 _DONE, _FAILED = "done", "failed"
 _watch = {}
