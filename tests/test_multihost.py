@@ -160,3 +160,12 @@ def test_a_refusal_in_process_0_stops_the_other_in_one_line(tmp_path):
   assert last[1] == ("error: process 0 of the run stopped with an error (its output says "
                      "which), so process 1 stops too")
   assert not any("Check failure" in err or "Traceback" in err for _, _, err in outs)
+
+
+@pytest.mark.parametrize("timeouts, flag", [(dict(join_timeout=1), "--join_timeout=1"),
+                                            (dict(peer_timeout=0), "--peer_timeout=0")])
+def test_timeouts_out_of_range_are_refused_before_joining(timeouts, flag):
+  from training import distributed
+  from utils.errors import ConfigError
+  with pytest.raises(ConfigError, match=flag):
+    distributed.initialize("127.0.0.1:1", 2, 0, **timeouts)

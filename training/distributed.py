@@ -72,6 +72,9 @@ def initialize(coordinator_address=None, num_processes=None, process_id=None,
   if join_timeout < 2:
     raise ConfigError(f"--join_timeout={join_timeout}: give the seconds the processes may take "
                       "to all join (>= 2)")
+  if peer_timeout is not None and peer_timeout < 1:
+    raise ConfigError(f"--peer_timeout={peer_timeout}: give the seconds of silence after which "
+                      "another process counts as lost (>= 1)")
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   watchdog = threading.Timer(join_timeout - 1, _not_joined, (kwargs, join_timeout))
   watchdog.daemon = True
