@@ -69,16 +69,21 @@ def _finish(procs, timeout=300):
   return outs
 
 
-def _wait_for_rows(procs, workdir, rows: int = 3) -> None:
-  """Waits until the run has logged `rows` rows (fails if a process ends first)."""
-  metrics = workdir / "metrics.jsonl"
+def _wait_for(procs, done, what: str) -> None:
+  """Waits until done() (fails if a process ends first, or after 300 s)."""
   deadline = time.time() + 300
-  while not (metrics.exists() and metrics.read_text().count("\n") >= rows):
+  while not done():
     if time.time() > deadline or any(p.poll() is not None for p in procs):
       for p in procs:
         p.kill()
-      pytest.fail(f"the run did not log {rows} rows: " + procs[0].communicate()[1][-2000:])
+      pytest.fail(f"the run did not {what}: " + procs[0].communicate()[1][-2000:])
     time.sleep(0.1)
+
+
+def _wait_for_rows(procs, workdir, rows: int = 3) -> None:
+  metrics = workdir / "metrics.jsonl"
+  _wait_for(procs, lambda: metrics.exists() and metrics.read_text().count("\n") >= rows,
+            f"log {rows} rows")
 
 
 def test_two_processes_train_as_one_device_and_stop_together(tmp_path):
@@ -110,23 +115,25 @@ def test_a_process_whose_partner_never_joins_stops_in_one_line(tmp_path):
   proc = subprocess.run(
       [sys.executable, os.path.join(ROOT, "train.py"), "--config", CONFIG, "--workdir",
        str(workdir), f"--coordinator_address=127.0.0.1:{_port()}", "--num_processes=2",
-       "--process_id=0", "--join_timeout=3"], cwd=ROOT, env=ENV, capture_output=True,
+       "--process_id=0", "--join_timeout=2"], cwd=ROOT, env=ENV, capture_output=True,
       text=True, timeout=120)
   assert proc.returncode == 2, proc.stderr[-2000:]
   lines = [line for line in proc.stderr.splitlines() if line.strip()]
   assert lines[-1].startswith("error: not all 2 processes of the run joined at 127.0.0.1:")
-  assert "within 3 s (this is process 0)" in lines[-1] and "--join_timeout" in lines[-1]
+  assert "within 2 s (this is process 0)" in lines[-1] and "--join_timeout" in lines[-1]
   assert "Check failure" not in proc.stderr and "Traceback" not in proc.stderr
   assert not workdir.exists()
 
 
 def test_a_killed_process_stops_the_other_in_one_line(tmp_path):
-  """SIGKILL to process 1 mid-run: process 0 gets an error from a collective, or waits in one
-  until its watch sees no sign of life for --peer_timeout seconds; either way it stops in one
-  line (exit 2, no traceback), long before jax's heartbeat timeout (100 s) would abort it."""
+  """SIGKILL to process 1 once the run is under way: process 0 gets an error from a collective,
+  or waits in one until its watch sees no sign of life for --peer_timeout seconds; either way
+  it stops in one line (exit 2, no traceback), long before jax's heartbeat timeout (100 s)
+  would abort it. (By hand, with the default 30 s and a kill after many steps: the same.)"""
   workdir = tmp_path / "run"
   procs = _start(workdir, "--peer_timeout=3")
-  _wait_for_rows(procs, workdir, rows=1)
+  # both joined and process 0 prepared the workdir: the run is under way (compiling its step)
+  _wait_for(procs, lambda: (workdir / "config.json").exists(), "prepare the workdir")
   procs[1].kill()
   start = time.time()
   (rc, out, err), _ = _finish(procs, timeout=90)
