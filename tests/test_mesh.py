@@ -12,7 +12,9 @@ to pay jax's start-up once. The reference numbers are the pinned smoke runs of o
 - its last checkpoint, saved by 4 devices with the state split over fsdp, restores here on
   one device to the values the 4-device run held;
 - the exact contrastive gradient with the batch split over 2 x 2 devices equals the
-  single-device full-batch gradient, and its compiled program gathers across devices.
+  single-device full-batch gradient, and its compiled program gathers across devices;
+- a remat run on 8 devices (data 2 x fsdp 4) logs one device's losses, and its checkpoint
+  restores here on one device to the one-device run's parameters.
 """
 from __future__ import annotations
 
@@ -175,7 +177,7 @@ def test_distributed_settings(monkeypatch):
     distributed.settings()
 
 
-def test_remat_on_eight_devices_keeps_activations_split_by_example(tmp_path):
+def test_remat_on_eight_devices_keeps_activations_split_by_example_and_restores_on_one(tmp_path):
   """model/layout.py: without its constraints XLA's partitioner gave the recomputed
   activations of a remat block (and the embedding's gradient) the layout of an fsdp-split
   kernel and logged "Involuntary full rematerialization" (a full gather, per tensor and step)
@@ -188,3 +190,11 @@ def test_remat_on_eight_devices_keeps_activations_split_by_example(tmp_path):
   config = configured(MLM, values)
   get_task(config).train(config, str(tmp_path / "one"), progress=False)
   close(metric_rows(tmp_path / "eight"), metric_rows(tmp_path / "one"), rtol=1e-5)
+  # 8 -> 1: the checkpoint the 8 devices saved with the state split over fsdp=4 restores on
+  # this one device to the one-device run's parameters (to the float rounding of 2 steps)
+  eight, one = mlm.load(str(tmp_path / "eight")), mlm.load(str(tmp_path / "one"))
+  assert eight.step == one.step == 2
+  for got, want in zip(jax.tree_util.tree_leaves(eight.params),
+                       jax.tree_util.tree_leaves(one.params)):
+    assert len(got.sharding.device_set) == 1
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=1e-6)
