@@ -139,10 +139,7 @@ class Checkpointer:
           "space and rerun the same command to resume") from None
 
   def intact(self) -> str:
-    """What a resume would restore: the newest finished checkpoint."""
-    steps = finished_steps(self.directory)
-    return (f"the checkpoint of step {steps[-1]} is intact" if steps else
-            "there is no checkpoint yet: the run will start again from step 0")
+    return intact(self.directory)
 
   def restore(self, abstract_state):
     """(step, state, meta) from the newest readable checkpoint, or None if there is none."""
@@ -190,6 +187,14 @@ def finished_steps(directory: str) -> list:
   (an unfinished one is a temporary directory, 'N.orbax-checkpoint-tmp...')."""
   names = os.listdir(directory) if os.path.isdir(directory) else []
   return sorted(int(x) for x in names if x.isdigit())
+
+
+def intact(directory: str) -> str:
+  """What a resume would restore from a checkpoint directory: its newest finished checkpoint,
+  in words for a one-line error."""
+  steps = finished_steps(directory)
+  return (f"the checkpoint of step {steps[-1]} is intact" if steps else
+          "there is no checkpoint yet: the run will start again from step 0")
 
 
 def latest_step(workdir: str):

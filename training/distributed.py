@@ -217,11 +217,9 @@ def lost_message(what: str, workdir: str | None) -> str:
   stop = f"{what}, so process {jax.process_index()} stops too"
   if workdir is None:
     return stop
-  from training.checkpoint import latest_step
-  step = latest_step(workdir)
-  intact = (f"the checkpoint of step {step} in {workdir} is intact" if step is not None else
-            f"there is no checkpoint in {workdir} yet")
-  return f"{stop}; {intact}. Rerun every process's command to resume"
+  from training.checkpoint import intact
+  return (f"{stop}; in {workdir}, {intact(os.path.join(workdir, 'checkpoints'))}. Rerun every "
+          "process's command to resume")
 
 
 # How a collective reports that a process of the run is gone (gloo, jax's CPU collectives:
