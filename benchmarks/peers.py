@@ -258,7 +258,8 @@ def ceiling_table(results, batch: int, config, vocab: int) -> list[str]:
 
     def over(per_round, peer):
       r = per_round / np.asarray(rates[peer])
-      return f"**{np.median(ceiling) / np.median(rates[peer]):.2f}x** ({r.min():.2f}-{r.max():.2f})"
+      return (f"**{np.median(per_round) / np.median(rates[peer]):.2f}x** "
+              f"({r.min():.2f}-{r.max():.2f})")
     share = lambda k, base: f"{med[k]:.0f} ({100 * med[k] / med[base]:.0f}%)"
     lines.append(f"| {length} | {med[XLA_PRODUCTS]:.0f} | {med[TORCH_PRODUCTS]:.0f} | "
                  f"{share('ours', XLA_PRODUCTS)} | {share('HF PyTorch', TORCH_PRODUCTS)} | "

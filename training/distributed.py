@@ -14,14 +14,14 @@ and each uploads only its own rows of every batch. The workdir is shared (one fi
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 
 import jax
 import numpy as np
 
-from utils.errors import ConfigError, PeerLostError, first_line
+from utils.cli import leave
+from utils.errors import ConfigError, PeerLostError, first_line, mentions
 
 # the usual names; jax itself reads JAX_COORDINATOR_ADDRESS, and detects the process count and
 # id under SLURM, Open MPI and other launchers (then only the address may be needed, or none)
@@ -89,13 +89,12 @@ def initialize(coordinator_address=None, num_processes=None, process_id=None,
 def _not_joined(kwargs: dict, timeout: int) -> None:
   n, i = kwargs.get("num_processes"), kwargs.get("process_id")
   count = f"all {n} processes" if n else "all the processes"
-  print(f"error: not {count} of the run joined at "
+  # jax's connect is blocked in C++ and would abort the process a second later: leave now
+  leave(2, f"not {count} of the run joined at "
         f"{kwargs.get('coordinator_address', 'the coordinator')} within {timeout} s "
         f"(this is process {i if i is not None else '?'}); start every process with the same "
         "--coordinator_address and --num_processes and its own --process_id, process 0 on "
-        "the coordinator's host, or allow more time with --join_timeout", file=sys.stderr)
-  sys.stderr.flush()
-  os._exit(2)  # jax's connect is blocked in C++ and would abort the process a second later
+        "the coordinator's host, or allow more time with --join_timeout")
 
 
 # ----------------------------------------------------------------------------- lost processes
@@ -204,13 +203,9 @@ def _let_the_others_go() -> None:
 
 def _lost(what: str, workdir: str | None = None) -> None:
   """Stops this process in one line: what happened, and (given the workdir) what is intact."""
-  print(f"error: {lost_message(what, workdir)}", file=sys.stderr)
-  sys.stderr.flush()
-  sys.stdout.flush()
-  _watch["stop"].set()
-  _mark(_FAILED)
-  _let_the_others_go()
-  os._exit(2)  # the main thread is blocked in a collective that would never return
+  message = lost_message(what, workdir)
+  finished(failed=True)
+  leave(2, message)  # the main thread is blocked in a collective that would never return
 
 
 def lost_message(what: str, workdir: str | None) -> str:
@@ -223,14 +218,16 @@ def lost_message(what: str, workdir: str | None) -> str:
 
 
 # How a collective reports that a process of the run is gone (gloo, jax's CPU collectives:
-# "Gloo AllGather failed: ... Read error ...: Connection reset by peer")
-_LOST_TEXT = ("Connection reset by peer", "Connection closed by peer", "Broken pipe")
+# "Gloo AllGather failed: ... Read error ...: Connection reset by peer" mid-run, and "Gloo
+# context initialization failed: ... Connection refused" when it dies before the first one)
+_LOST_TEXT = ("Connection reset by peer", "Connection closed by peer", "Broken pipe",
+              "Connection refused")
 
 
 def lost_peer(exc: BaseException, workdir: str) -> PeerLostError | None:
   """The one-line error for exc when it says that another process of the run stopped mid-run
   (then this one cannot go on either), else None."""
-  if not several() or not any(t in str(exc) for t in _LOST_TEXT):
+  if not several() or not mentions(exc, _LOST_TEXT):
     return None
   return PeerLostError(lost_message(
       f"another process of the run stopped mid-run ({first_line(exc, 160)})", workdir))

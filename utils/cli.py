@@ -82,7 +82,11 @@ def _several_processes() -> bool:
   return module is not None and getattr(module.global_state, "client", None) is not None
 
 
-def _leave(code: int) -> None:
+def leave(code: int, error: str | None = None) -> None:
+  """Exits at once with `code` (no interpreter shutdown: nothing runs after this), printing
+  `error: ...` on stderr first when given."""
+  if error is not None:
+    print(f"error: {error}", file=sys.stderr)
   sys.stdout.flush()
   sys.stderr.flush()
   os._exit(code)
@@ -105,17 +109,17 @@ def run_main(main) -> None:
       # shutdown waits for it until the heartbeat timeout and aborts from C++. Nothing of
       # theirs is needed (a partial checkpoint is deleted, locks and files are closed):
       # leave at once.
-      _leave(2)
+      leave(2)
     except UserError as e:
       print(f"error: {e}", file=sys.stderr)
       if _several_processes():
-        _leave(2)
+        leave(2)
       return 2
     except Exception:  # noqa: BLE001 - a bug: its traceback, then out (see _several_processes)
       if not _several_processes():
         raise
       traceback.print_exc()
-      _leave(1)
+      leave(1)
 
   try:
     precheck_config(sys.argv)

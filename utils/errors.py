@@ -30,17 +30,25 @@ _NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _NO_SPACE_TEXT = ("RESOURCE_EXHAUSTED", "No space left on device", "Disk quota exceeded")
 
 
-def disk_full(exc: BaseException | None) -> bool:
-  """True when exc, or an exception it was raised from or during, is a full disk."""
+def _chain(exc: BaseException | None):
+  """exc and the exceptions it was raised from or during."""
   seen = set()
   while exc is not None and id(exc) not in seen:
     seen.add(id(exc))
-    if isinstance(exc, OSError) and exc.errno in _NO_SPACE_ERRNOS:
-      return True
-    if any(t in str(exc) for t in _NO_SPACE_TEXT):
-      return True
+    yield exc
     exc = exc.__cause__ or exc.__context__
-  return False
+
+
+def mentions(exc: BaseException | None, texts) -> bool:
+  """True when the text of exc, or of an exception it was raised from or during, contains
+  one of texts."""
+  return any(t in str(e) for e in _chain(exc) for t in texts)
+
+
+def disk_full(exc: BaseException | None) -> bool:
+  """True when exc, or an exception it was raised from or during, is a full disk."""
+  return (any(isinstance(e, OSError) and e.errno in _NO_SPACE_ERRNOS for e in _chain(exc))
+          or mentions(exc, _NO_SPACE_TEXT))
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:
